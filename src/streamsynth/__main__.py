@@ -1,0 +1,3 @@
+from streamsynth.cli.main import main
+
+main()

@@ -1,0 +1,359 @@
+"""OpenAI-compatible chat completions over bare aiohttp (vLLM, SGLang, Ollama, OpenAI).
+
+One ``aiohttp.ClientSession`` per event loop, created lazily, with a connector and a semaphore
+sized to ``concurrency``. Transient failures (429, 5xx, timeouts, dropped connections, malformed
+bodies) are retried with capped exponential backoff and full jitter, honouring ``Retry-After``.
+A request that still fails comes back as a ``Completion`` with ``error`` set; bad credentials and
+an unreachable server raise, since every further request would fail the same way.
+
+The API key is read from the environment variable named by ``api_key_env`` at request time and
+is never stored on the backend, so it cannot leak through ``repr``, errors, logs or the model id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import os
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import aiohttp
+
+from streamsynth.backends.base import BaseBackend
+from streamsynth.errors import AuthenticationError, BackendUnavailable, ConfigError
+from streamsynth.fingerprint import derive_seed
+from streamsynth.records import Completion, CompletionRequest, TokenLogprob
+
+#: statuses below 500 that are worth retrying (every 5xx is retried too)
+RETRY_STATUSES = frozenset({408, 429})
+#: statuses that mean the credentials were refused
+AUTH_STATUSES = frozenset({401, 403})
+#: how many top alternatives to ask for when logprobs are requested
+TOP_LOGPROBS = 5
+_EXCERPT_CHARS = 200
+_PARSE_ERRORS = (KeyError, TypeError, IndexError, ValueError, AttributeError)
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way a later attempt may not."""
+
+    def __init__(self, kind: str, detail: str = "", retry_after: float | None = None):
+        self.kind = kind
+        self.detail = detail
+        self.retry_after = retry_after
+        self.refused = False
+        super().__init__(kind)
+
+
+class _Refused(_Retryable):
+    """The server could not be connected to at all."""
+
+    def __init__(self, detail: str):
+        super().__init__("connection refused", detail)
+        self.refused = True
+
+
+class OpenAIChatBackend(BaseBackend):
+    """Chat completions from any server that speaks the OpenAI ``/chat/completions`` API."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        seed_rng: random.Random | None = None,
+        prices: tuple[float, float] | None = None,
+    ):
+        _validate(base_url, model, concurrency, timeout_s, max_retries, backoff_base_s, backoff_max_s)
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = int(concurrency)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.prices = prices
+        self.preferred_batch_size = self.concurrency * 4
+        self._rng = seed_rng if seed_rng is not None else random.Random(0)
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected_once = False
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self.model}@{self.base_url}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+    @property
+    def max_attempts(self) -> int:
+        """First try plus ``max_retries`` retries."""
+        return self.max_retries + 1
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIChatBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
+        )
+
+    # -- public verbs -------------------------------------------------------------------------
+
+    async def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]:
+        """Complete every request concurrently; results come back in request order."""
+        if not requests:
+            return []
+        self._ensure_session()
+        tasks = [asyncio.ensure_future(self._complete_one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. Safe to call twice."""
+        session, self._session = self._session, None
+        loop, self._loop = self._loop, None
+        self._semaphore = None
+        if session is None or session.closed:
+            return
+        if loop is asyncio.get_running_loop():
+            await session.close()
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based): full jitter, capped."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.backoff_max_s)
+        cap = min(self.backoff_max_s, self.backoff_base_s * (2 ** min(attempt, 60)))
+        return self._rng.uniform(0.0, cap)
+
+    def request_body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The JSON body sent for ``request``."""
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_dict() for m in request.messages],
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": derive_seed(request.seed, request.sample_index),
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = TOP_LOGPROBS
+        return body
+
+    # -- one request --------------------------------------------------------------------------
+
+    async def _complete_one(self, request: CompletionRequest) -> Completion:
+        body = self.request_body(request)
+        started = time.perf_counter()
+        failure: _Retryable | None = None
+        all_refused = True
+        for attempt in range(self.max_attempts):
+            if attempt:
+                await asyncio.sleep(self.backoff_delay(attempt - 1, failure.retry_after if failure else None))
+            try:
+                return await self._attempt(body, first=attempt == 0)
+            except _Retryable as exc:
+                failure = exc
+                all_refused = all_refused and exc.refused
+        assert failure is not None
+        if all_refused:
+            raise self._unavailable(failure.detail, lost=True)
+        return self._failed(failure, time.perf_counter() - started)
+
+    async def _attempt(self, body: dict[str, Any], *, first: bool) -> Completion:
+        session, semaphore = self._ensure_session()
+        async with semaphore:
+            started = time.perf_counter()
+            try:
+                async with session.post(self.url, json=body, headers=self._headers()) as resp:
+                    self._connected_once = True
+                    raw = await resp.read()
+                    status, headers = resp.status, resp.headers
+            except aiohttp.ClientConnectorError as exc:
+                if first and not self._connected_once:
+                    raise self._unavailable(_describe(exc)) from None
+                raise _Refused(_describe(exc)) from None
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                raise _Retryable("timeout") from None
+            except aiohttp.ClientError as exc:  # reset, disconnected, truncated payload
+                raise _Retryable("connection error", _describe(exc)) from None
+            latency = time.perf_counter() - started
+        return self._handle_response(status, headers, raw, latency)
+
+    def _handle_response(self, status: int, headers: Any, raw: bytes, latency: float) -> Completion:
+        if status in AUTH_STATUSES:
+            raise AuthenticationError(self._auth_message(status))
+        if status in RETRY_STATUSES or status >= 500:
+            raise _Retryable(f"http {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
+        if not 200 <= status < 300:
+            return self._error_completion(f"http {status}: {self._excerpt(raw)}", latency)
+        try:
+            return parse_chat_response(json.loads(raw), self.model_id, latency)
+        except _PARSE_ERRORS as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise _Retryable("malformed response", _describe(exc)) from None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The session and semaphore of the running loop, made on first use in that loop."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+            self._loop = loop
+        assert self._semaphore is not None
+        return self._session, self._semaphore
+
+    def _api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+    def _headers(self) -> dict[str, str]:
+        key = self._api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _auth_message(self, status: int) -> str:
+        refused = f"{self.base_url} refused the credentials (http {status})"
+        if not self.api_key_env:
+            return f"{refused}; this server needs an API key: pass api_key_env naming the environment variable that holds it"
+        state = "is set but was refused" if self._api_key() else "is not set"
+        return f"{refused}; the environment variable {self.api_key_env} {state}: set {self.api_key_env} to a valid API key"
+
+    def _unavailable(self, detail: str, *, lost: bool = False) -> BackendUnavailable:
+        what = "lost connection to" if lost else "cannot connect to"
+        return BackendUnavailable(f"{what} {self.base_url}: {detail}; start the server or fix --base-url")
+
+    def _excerpt(self, raw: bytes) -> str:
+        """A short, one-line, key-free excerpt of an error body."""
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            text = str(json.loads(text)["error"]["message"])
+        except _PARSE_ERRORS:
+            pass
+        text = " ".join(text.split())
+        key = self._api_key()
+        if key:
+            text = text.replace(key, "***")
+        return text[:_EXCERPT_CHARS]
+
+    def _failed(self, failure: _Retryable, elapsed: float) -> Completion:
+        reason = f"{failure.kind} after {self.max_attempts} attempts"
+        if failure.detail:
+            reason += f": {failure.detail}"
+        return self._error_completion(reason, elapsed)
+
+    def _error_completion(self, reason: str, latency: float) -> Completion:
+        return Completion(text="", model=self.model_id, finish_reason="error", latency_s=latency, error=reason)
+
+
+def parse_chat_response(data: Any, model_id: str, latency_s: float) -> Completion:
+    """A ``Completion`` from a chat completion body; raises KeyError/TypeError/... if malformed."""
+    choice = data["choices"][0]
+    text = choice["message"]["content"]
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise TypeError(f"message content is {type(text).__name__}, not a string")
+    usage = data.get("usage") or {}
+    return Completion(
+        text=text,
+        model=model_id,
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        latency_s=latency_s,
+        logprobs=parse_logprobs(choice.get("logprobs")),
+    )
+
+
+def parse_logprobs(block: Any) -> tuple[TokenLogprob, ...] | None:
+    """``choices[0].logprobs.content`` as ``TokenLogprob`` tuples, or None when absent."""
+    if not block or block.get("content") is None:
+        return None
+    return tuple(
+        TokenLogprob(
+            token=str(item["token"]),
+            logprob=float(item["logprob"]),
+            top=tuple((str(t["token"]), float(t["logprob"])) for t in item.get("top_logprobs") or ()),
+        )
+        for item in block["content"]
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay seconds or HTTP date), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _seconds_until(value)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:_EXCERPT_CHARS]
+
+
+def _validate(
+    base_url: str,
+    model: str,
+    concurrency: int,
+    timeout_s: float,
+    max_retries: int,
+    backoff_base_s: float,
+    backoff_max_s: float,
+) -> None:
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+    if not model:
+        raise ConfigError("model must name the served model (e.g. the name vLLM was started with)")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    if timeout_s <= 0:
+        raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
+    if max_retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+    if backoff_base_s < 0 or backoff_max_s < 0:
+        raise ConfigError("backoff_base_s and backoff_max_s must be 0 or more")

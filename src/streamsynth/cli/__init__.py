@@ -1,0 +1,1 @@
+"""The ``streamsynth`` command line."""

@@ -1,0 +1,20 @@
+"""Cleaning, checks and selection of synthetic samples."""
+
+from streamsynth.quality.checks import (
+    Check,
+    DuplicateCheck,
+    EchoCheck,
+    EmptyCheck,
+    LengthCheck,
+    MalformedCheck,
+    default_checks,
+)
+from streamsynth.quality.clean import Cleaned, clean_text, normalize_for_dedup
+from streamsynth.quality.select import KeepAll, Selector
+
+__all__ = sorted(
+    [
+        "Check", "Cleaned", "DuplicateCheck", "EchoCheck", "EmptyCheck", "KeepAll", "LengthCheck",
+        "MalformedCheck", "Selector", "clean_text", "default_checks", "normalize_for_dedup",
+    ]
+)

@@ -1,0 +1,136 @@
+"""Checks (verifiers): each looks at one sample and returns a ``Verdict``.
+
+The protocol has one verb, ``verify(sample, task) -> Verdict``. A failed verdict rejects the
+sample with a recorded reason; nothing is dropped silently. ``DuplicateCheck`` is a set-level
+check: it remembers what it has seen in the current run (``start`` resets it with the seeds).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, runtime_checkable
+
+from streamsynth.quality.clean import normalize_for_dedup
+from streamsynth.records import Sample, Verdict
+from streamsynth.task import Task
+
+
+@runtime_checkable
+class Check(Protocol):
+    name: str
+
+    def verify(self, sample: Sample, task: Task) -> Verdict: ...
+
+
+def _texts(sample: Sample) -> list[str]:
+    return [v for v in sample.inputs.values() if isinstance(v, str)]
+
+
+class EmptyCheck:
+    name = "empty"
+
+    def verify(self, sample: Sample, task: Task) -> Verdict:
+        fields = [f for f in task.input_fields if not sample.inputs.get(f, "").strip()]
+        if fields:
+            return Verdict(self.name, False, f"no text for {', '.join(fields)} after cleaning")
+        return Verdict(self.name, True)
+
+
+class LengthCheck:
+    """Too short or too long, in characters, per input field (bounds from the task spec)."""
+
+    name = "length"
+
+    def __init__(self, min_chars: int | None = None, max_chars: int | None = None) -> None:
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+
+    def verify(self, sample: Sample, task: Task) -> Verdict:
+        lo = self.min_chars if self.min_chars is not None else task.generation.min_chars
+        hi = self.max_chars if self.max_chars is not None else task.generation.max_chars
+        for f in task.input_fields:
+            n = len(sample.inputs.get(f, ""))
+            if n > hi:
+                return Verdict("overlong", False, f"{f} has {n} characters, more than {hi}")
+            if n < lo:
+                return Verdict("too_short", False, f"{f} has {n} characters, fewer than {lo}")
+        return Verdict(self.name, True)
+
+
+_MARKUP = re.compile(r"```|<\/?[a-z]+[^>]*>|https?://|\{\s*\"|\[/?INST\]|<\|", re.IGNORECASE)
+_LIST_AGAIN = re.compile(r"(?:^|\n)\s*(?:2[.)]|[-*•])\s+\S")
+
+
+class MalformedCheck:
+    """Markup, code, URLs, chat tokens, several examples in one, or text that is mostly not words."""
+
+    name = "malformed"
+
+    def verify(self, sample: Sample, task: Task) -> Verdict:
+        for f, text in sample.inputs.items():
+            if f not in task.input_fields:
+                continue
+            if _MARKUP.search(text):
+                return Verdict(self.name, False, f"{f} holds markup, code, a URL or chat tokens")
+            if _LIST_AGAIN.search(text):
+                return Verdict(self.name, False, f"{f} holds a list or several examples")
+            letters = sum(ch.isalpha() for ch in text)
+            if text and letters / len(text) < 0.5:
+                return Verdict(self.name, False, f"{f} is mostly not letters")
+            words = text.lower().split()
+            if len(words) >= 8 and len(set(words)) / len(words) < 0.35:
+                return Verdict(self.name, False, f"{f} repeats itself")
+        return Verdict(self.name, True)
+
+
+_ECHO = re.compile(
+    r"\b(?:write one|reply with|labeled \"|do not copy|examples of|the example only|as an ai|i cannot|i can't|"
+    r"language model|here is (?:a|an|the|one)|task:)",
+    re.IGNORECASE,
+)
+
+
+class EchoCheck:
+    """The reply repeats the instruction or talks about the task instead of doing it."""
+
+    name = "echo"
+
+    def verify(self, sample: Sample, task: Task) -> Verdict:
+        for text in _texts(sample):
+            m = _ECHO.search(text)
+            if m:
+                return Verdict(self.name, False, f"echoes the instruction ({m.group(0).strip()!r})")
+            if task.description and normalize_for_dedup(task.description) in normalize_for_dedup(text):
+                return Verdict(self.name, False, "repeats the task description")
+        return Verdict(self.name, True)
+
+
+class DuplicateCheck:
+    """Exact duplicate after normalization, of a seed or of an earlier sample in this run."""
+
+    name = "duplicate"
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def start(self, task: Task) -> None:
+        self._seen = {}
+        for e in task.seeds:
+            self._seen.setdefault(self._key(e.inputs, task), f"seed {e.id}")
+
+    @staticmethod
+    def _key(inputs, task: Task) -> str:
+        return " || ".join(normalize_for_dedup(inputs.get(f, "")) for f in task.input_fields)
+
+    def verify(self, sample: Sample, task: Task) -> Verdict:
+        key = self._key(sample.inputs, task)
+        first = self._seen.get(key)
+        if first is not None:
+            return Verdict(self.name, False, f"same text as {first}")
+        self._seen[key] = f"sample {sample.id}"
+        return Verdict(self.name, True)
+
+
+def default_checks() -> list[Check]:
+    """The checks every run applies, cheapest first; duplicates last so rejects don't claim texts."""
+    return [EmptyCheck(), LengthCheck(), MalformedCheck(), EchoCheck(), DuplicateCheck()]

@@ -1,0 +1,274 @@
+"""Immutable records that flow through streamsynth.
+
+A record never changes after it is made: ``dataclasses.replace`` (or the ``with_*`` helpers)
+returns a new one. Every sample carries where it came from (provenance), what it cost, how it
+was judged (verdicts and scores) and, when it was rejected, why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from streamsynth.fingerprint import fingerprint
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling parameters. Part of every cache key."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 96
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+            "logprobs": self.logprobs,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One chat completion to make. ``seed`` and ``sample_index`` make sampling reproducible."""
+
+    messages: tuple[Message, ...]
+    params: GenerationParams = GenerationParams()
+    seed: int = 0
+    sample_index: int = 0
+
+    def key_material(self, model_id: str) -> dict[str, Any]:
+        """Everything a response depends on; the cache key is its fingerprint."""
+        return {
+            "model": model_id,
+            "messages": [m.to_dict() for m in self.messages],
+            "params": self.params.to_dict(),
+            "seed": self.seed,
+            "sample_index": self.sample_index,
+        }
+
+    def cache_key(self, model_id: str) -> str:
+        return fingerprint(self.key_material(model_id))
+
+    def prompt_fingerprint(self) -> str:
+        """Fingerprint of the prompt alone (no seed, no index): groups samples by prompt."""
+        return fingerprint([m.to_dict() for m in self.messages])[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A model's answer to one request, with its usage. ``error`` is set when it failed."""
+
+    text: str
+    model: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "text": self.text,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_s": self.latency_s,
+            "error": self.error,
+            "logprobs": None,
+        }
+        if self.logprobs is not None:
+            d["logprobs"] = [
+                {"token": t.token, "logprob": t.logprob, "top": [list(x) for x in t.top]}
+                for t in self.logprobs
+            ]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, cached: bool = False) -> "Completion":
+        lps = d.get("logprobs")
+        return cls(
+            text=d["text"],
+            model=d["model"],
+            finish_reason=d.get("finish_reason", "stop"),
+            prompt_tokens=int(d.get("prompt_tokens", 0)),
+            completion_tokens=int(d.get("completion_tokens", 0)),
+            latency_s=float(d.get("latency_s", 0.0)),
+            cached=cached,
+            error=d.get("error"),
+            logprobs=None
+            if lps is None
+            else tuple(
+                TokenLogprob(x["token"], float(x["logprob"]), tuple(tuple(t) for t in x.get("top", ())))
+                for x in lps
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What producing something cost. ``calls`` are fresh model calls; cache hits are free."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    dollars: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(
+            self.calls + other.calls,
+            self.cached_calls + other.cached_calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.dollars + other.dollars,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A real example from the task's data (a seed, a dev or test row)."""
+
+    id: str
+    inputs: Mapping[str, str]
+    output: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "inputs": dict(self.inputs), "output": self.output}
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a sample came from: enough to credit feedback to the choice that made it."""
+
+    strategy: str
+    pattern: str
+    prompt_fingerprint: str
+    request_fingerprint: str
+    model: str
+    seed: int
+    sample_index: int
+    conditioning: Mapping[str, Any] = field(default_factory=dict)
+    seed_example_ids: tuple[str, ...] = ()
+    parents: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "pattern": self.pattern,
+            "prompt_fingerprint": self.prompt_fingerprint,
+            "request_fingerprint": self.request_fingerprint,
+            "model": self.model,
+            "seed": self.seed,
+            "sample_index": self.sample_index,
+            "conditioning": dict(self.conditioning),
+            "seed_example_ids": list(self.seed_example_ids),
+            "parents": list(self.parents),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One check's judgement of a sample."""
+
+    check: str
+    passed: bool
+    reason: str = ""
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "passed": self.passed, "reason": self.reason, "score": self.score}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A synthetic example with its provenance, judgements and cost."""
+
+    id: str
+    task: str
+    inputs: Mapping[str, str]
+    output: str
+    provenance: Provenance
+    raw_text: str = ""
+    cost: Cost = Cost()
+    verdicts: tuple[Verdict, ...] = ()
+    scores: Mapping[str, float] = field(default_factory=dict)
+    rejected_reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejected_reason is None
+
+    def with_verdict(self, verdict: Verdict) -> "Sample":
+        """Add a verdict; a failed one rejects the sample (the first failure is the reason)."""
+        reason = self.rejected_reason
+        if not verdict.passed and reason is None:
+            reason = f"{verdict.check}: {verdict.reason}" if verdict.reason else verdict.check
+        scores = dict(self.scores)
+        if verdict.score is not None:
+            scores[verdict.check] = verdict.score
+        return dataclasses.replace(
+            self, verdicts=self.verdicts + (verdict,), rejected_reason=reason, scores=scores
+        )
+
+    def reject(self, check: str, reason: str) -> "Sample":
+        return self.with_verdict(Verdict(check=check, passed=False, reason=reason))
+
+    @property
+    def reject_category(self) -> str | None:
+        """The check that rejected the sample (the part of the reason before ':')."""
+        if self.rejected_reason is None:
+            return None
+        return self.rejected_reason.split(":", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "inputs": dict(self.inputs),
+            "output": self.output,
+            "provenance": self.provenance.to_dict(),
+            "raw_text": self.raw_text,
+            "cost": self.cost.to_dict(),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "scores": dict(self.scores),
+            "rejected_reason": self.rejected_reason,
+        }

@@ -1,0 +1,218 @@
+"""The task spec: a YAML file that points at JSONL data.
+
+``TaskSpec`` validates the YAML (pydantic); ``load_task`` reads the data it points at and returns
+an immutable ``Task``. Every problem becomes a ``SpecError`` that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamsynth.errors import SpecError
+
+TaskKind = Literal["classification", "pair_classification", "qa", "code"]
+KINDS = ("classification", "pair_classification", "qa", "code")
+
+
+class _FieldError(ValueError):
+    """A cross-field check that failed; ``field`` (dotted, relative to the model) is the one to fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _label_name(x: Any) -> str:
+    # Same text as the data side (task._to_text): YAML `true` -> "true", 1 -> "1", 0.5 -> "0.5".
+    return x if isinstance(x, str) else json.dumps(x)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    train: str | None = Field(None, description="JSONL with real examples; seeds come from here")
+    dev: str | None = Field(None, description="optional JSONL for feedback while synthesizing")
+    test: str | None = Field(None, description="optional JSONL used only by the final evaluation")
+
+
+class FieldsSpec(_Strict):
+    input: str | list[str] = Field(..., description="input field name, or a list for pair tasks")
+    output: str = Field(..., description="field with the label or reference answer")
+    tests: str | None = Field(None, description="code tasks: field with the test code or list of asserts")
+    entry_point: str | None = Field(None, description="code tasks: field naming the function under test")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        # Checked here so an error names 'fields.input', not a union member ('fields.input.str').
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            return v
+        if isinstance(v, list) and not v:
+            raise ValueError("the list of input fields is empty; name at least one field")
+        raise ValueError(f"must be a field name or a list of field names, e.g. text or [premise, hypothesis]; got {v!r}")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.input,) if isinstance(self.input, str) else tuple(self.input)
+
+
+class LabelSpec(_Strict):
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a label name cannot be empty")
+        return v
+
+
+class SeedsSpec(_Strict):
+    source: str = Field("train", alias="from", description="a split name (train, dev) or a JSONL path")
+    per_label: int | None = Field(None, ge=1, description="k seeds per label (classification)")
+    n: int | None = Field(None, ge=1, description="n seeds in all")
+    seed: int = Field(0, description="random seed for choosing seeds")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SeedsSpec":
+        if self.per_label is not None and self.n is not None:
+            raise _FieldError("per_label", "give either 'per_label' or 'n', not both")
+        return self
+
+
+class GenerationSpec(_Strict):
+    """Knobs of the default synthesis program."""
+
+    examples_in_prompt: int = Field(3, ge=0, le=16)
+    temperature: float = Field(0.9, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(80, ge=8, le=4096)
+    min_chars: int = Field(12, ge=1)
+    max_chars: int = Field(600, ge=10)
+    propose_attributes: bool = Field(True, description="ask the model for attributes when none are given")
+    input_noun: str = Field("text", description="what one input is called in prompts, e.g. 'movie review sentence'")
+
+    @model_validator(mode="after")
+    def _range(self) -> "GenerationSpec":
+        if self.min_chars >= self.max_chars:
+            raise _FieldError("min_chars", "'min_chars' must be smaller than 'max_chars'")
+        return self
+
+
+class TaskSpec(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str
+    kind: TaskKind
+    data: DataSpec
+    fields: FieldsSpec
+    labels: list[LabelSpec] | None = None
+    answer_format: str | None = None
+    seeds: SeedsSpec = SeedsSpec()
+    attributes: dict[str, list[str]] | None = None
+    generation: GenerationSpec = GenerationSpec()
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": _label_name(x)} if isinstance(x, (str, int, float)) else x for x in v]
+        if isinstance(v, dict):  # {name: description}
+            return [{"name": _label_name(k), "description": str(d or "")} for k, d in v.items()]
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attrs(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is not None:
+            for k, vals in v.items():
+                if not vals:
+                    raise ValueError(f"attribute '{k}' has no values; list at least one or remove it")
+        return v
+
+    @model_validator(mode="after")
+    def _by_kind(self) -> "TaskSpec":
+        if self.kind in ("classification", "pair_classification"):
+            if not self.labels or len(self.labels) < 2:
+                raise _FieldError(
+                    "labels",
+                    f"a {self.kind} task needs 'labels' with at least two entries, e.g. labels: [negative, positive]",
+                )
+            names = [lab.name for lab in self.labels]
+            if len(set(names)) != len(names):
+                raise _FieldError("labels", f"'labels' has duplicates: {names}")
+        if self.kind == "pair_classification" and len(self.fields.inputs) != 2:
+            raise _FieldError(
+                "fields.input", "a pair_classification task needs 'fields.input' to list two fields, e.g. [premise, hypothesis]"
+            )
+        if self.kind == "code" and not self.fields.tests:
+            raise _FieldError("fields.tests", "a code task needs 'fields.tests' naming the field with its tests")
+        if self.seeds.per_label is not None and self.kind not in ("classification", "pair_classification"):
+            raise _FieldError("seeds.per_label", "'seeds.per_label' only applies to classification tasks; use 'seeds.n'")
+        if self.data.train is None and self.seeds.source == "train":
+            raise _FieldError("data.train", "'data.train' is required when seeds come from 'train' (the default)")
+        return self
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it or check its spelling",
+    "literal_error": "use one of the allowed values",
+    "string_pattern_mismatch": "use letters, digits, '_', '.' or '-' only",
+}
+
+
+def parse_spec(raw: Any, *, path: str | None = None) -> TaskSpec:
+    """Validate a spec given as a mapping; raise ``SpecError`` naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise SpecError("a task spec must be a YAML mapping of fields (name, description, kind, data, ...)", path=path)
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        parts = [str(p) for p in err["loc"]]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldError):  # a cross-field check: name the field it is about
+            parts.append(cause.field)
+        loc = ".".join(parts) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        fix = _FIXES.get(err["type"])
+        if err["type"] == "missing":
+            msg = "is required"
+        if err["type"] == "literal_error" and loc == "kind":
+            msg = f"must be one of {', '.join(KINDS)}; got {err.get('input')!r}"
+        text = f"{msg}" + (f" ({fix})" if fix and err["type"] != "literal_error" else "")
+        raise SpecError(text, field=loc, path=path) from None
+
+
+def read_spec(path: str | os.PathLike) -> TaskSpec:
+    """Read and validate a YAML task spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"no such file; check the path (looked in {p.resolve().parent})", path=str(p))
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"is not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix the syntax", path=str(p)) from None
+    return parse_spec(raw, path=str(p))
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    """Expand ~ and $VARS; relative paths are relative to the spec file's folder."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    p = Path(expanded)
+    return p if p.is_absolute() else (base / p)

@@ -1,0 +1,1 @@
+"""Test tooling: a real OpenAI-compatible mock server for tests and benchmarks."""

@@ -1,0 +1,264 @@
+"""OpenAIChatBackend against the real mock server (aiohttp on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+
+import pytest
+
+from streamsynth.backends.openai_http import OpenAIChatBackend, parse_retry_after
+from streamsynth.errors import AuthenticationError, BackendUnavailable
+from streamsynth.fingerprint import derive_seed
+from streamsynth.records import CompletionRequest, GenerationParams, Message
+from streamsynth.testing.mock_server import MockOpenAIServer
+
+KEY_ENV = "STREAMSYNTH_TEST_API_KEY"
+SECRET = "sk-test-very-secret-value-123"
+
+
+def make_backend(base_url: str, **kwargs) -> OpenAIChatBackend:
+    options = dict(model="mock-model", api_key_env=None, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
+    options.update(kwargs)
+    return OpenAIChatBackend(base_url=base_url, **options)
+
+
+def request(text: str = "hello there", *, index: int = 0, **params) -> CompletionRequest:
+    return CompletionRequest(
+        messages=(Message("system", "be brief"), Message("user", text)),
+        params=GenerationParams(**params),
+        seed=7,
+        sample_index=index,
+    )
+
+
+async def complete_with(server: MockOpenAIServer, requests, **kwargs):
+    """Start ``server``, run the batch through a fresh backend, close both."""
+    async with server:
+        async with make_backend(server.base_url, **kwargs) as backend:
+            return await backend.complete(requests)
+
+
+def test_normal_completion_with_usage():
+    server = MockOpenAIServer()
+    [c] = asyncio.run(complete_with(server, [request("hello there")]))
+    assert c.ok and c.error is None
+    assert c.text == f"reply to seed {derive_seed(7, 0)}: hello there"
+    assert c.finish_reason == "stop"
+    assert c.prompt_tokens == 4 and c.completion_tokens == len(c.text.split())
+    assert c.latency_s > 0 and c.logprobs is None
+    assert c.model.startswith("openai:mock-model@http://127.0.0.1:")
+    body = server.requests[0]
+    assert body["model"] == "mock-model" and body["max_tokens"] == 96
+    assert body["seed"] == derive_seed(7, 0)
+    assert "stop" not in body and "logprobs" not in body
+
+
+def test_request_body_stop_and_max_tokens():
+    server = MockOpenAIServer(reply=lambda body: "one two three four five")
+    reqs = [request(stop=("four",)), request(max_new_tokens=2)]
+    first, second = asyncio.run(complete_with(server, reqs))
+    assert server.requests[0]["stop"] == ["four"]
+    assert first.text.strip() == "one two three"
+    assert second.text == "one two" and second.finish_reason == "length"
+
+
+def test_concurrent_requests_come_back_in_order():
+    server = MockOpenAIServer(latency_s=0.05)
+    reqs = [request(f"question {i}", index=i) for i in range(40)]
+    started = time.perf_counter()
+    out = asyncio.run(complete_with(server, reqs, concurrency=16))
+    elapsed = time.perf_counter() - started
+    assert [c.text.split(": ", 1)[1] for c in out] == [f"question {i}" for i in range(40)]
+    assert all(c.ok for c in out) and server.count == 40
+    assert elapsed < 40 * 0.05 / 2  # ran concurrently, not one after another
+
+
+def test_retry_on_429_honours_retry_after():
+    server = MockOpenAIServer(faults=["429"], retry_after=0.4)
+    started = time.perf_counter()
+    [c] = asyncio.run(complete_with(server, [request()], backoff_max_s=5.0))
+    assert c.ok
+    assert time.perf_counter() - started >= 0.4
+    assert server.count == 2
+
+
+def test_retry_after_is_capped_by_backoff_max():
+    server = MockOpenAIServer(faults=["429"], retry_after=30)
+    started = time.perf_counter()
+    [c] = asyncio.run(complete_with(server, [request()], backoff_max_s=0.1))
+    assert c.ok and server.count == 2
+    assert time.perf_counter() - started < 2.0
+
+
+def test_retry_on_500_then_success():
+    server = MockOpenAIServer(faults=["500", "503"])
+    [c] = asyncio.run(complete_with(server, [request()]))
+    assert c.ok and server.count == 3
+
+
+def test_persistent_500_returns_error_completion():
+    server = MockOpenAIServer(faults=["500"] * 10)
+    [c] = asyncio.run(complete_with(server, [request()], max_retries=2))
+    assert not c.ok and c.error == "http 500 after 3 attempts"
+    assert c.text == "" and server.count == 3
+
+
+def test_timeout_is_retried_then_succeeds():
+    server = MockOpenAIServer(faults=["timeout"], timeout_sleep_s=1.0)
+    [c] = asyncio.run(complete_with(server, [request()], timeout_s=0.3))
+    assert c.ok and server.count == 2
+
+
+def test_every_attempt_timing_out_returns_error_completion():
+    server = MockOpenAIServer(faults=["timeout"] * 3, timeout_sleep_s=1.0)
+    started = time.perf_counter()
+    [c] = asyncio.run(complete_with(server, [request()], timeout_s=0.3, max_retries=2))
+    assert c.error == "timeout after 3 attempts"
+    assert server.count == 3
+    assert time.perf_counter() - started < 5.0
+
+
+@pytest.mark.parametrize("fault", ["malformed", "truncated", "disconnect"])
+def test_bad_bodies_and_dropped_connections_are_retried(fault):
+    server = MockOpenAIServer(faults=[fault])
+    [c] = asyncio.run(complete_with(server, [request()]))
+    assert c.ok and server.count == 2
+
+
+def test_persistent_malformed_reports_reason():
+    server = MockOpenAIServer(faults=["truncated"] * 3)
+    [c] = asyncio.run(complete_with(server, [request()], max_retries=2))
+    assert c.error.startswith("malformed response after 3 attempts")
+
+
+@pytest.mark.parametrize("status", ["400", "404", "422"])
+def test_client_errors_are_not_retried(status):
+    server = MockOpenAIServer(faults=[status])
+    [c, d] = asyncio.run(complete_with(server, [request(), request(index=1)], concurrency=1))
+    assert c.error == f"http {status}: mock fault {status}"
+    assert d.ok and server.count == 2
+
+
+def test_401_raises_without_leaking_the_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server = MockOpenAIServer(require_api_key="the-right-key")
+
+    async def go():
+        async with server:
+            backend = make_backend(server.base_url, api_key_env=KEY_ENV)
+            try:
+                with pytest.raises(AuthenticationError) as info:
+                    await backend.complete([request(), request(index=1)])
+            finally:
+                await backend.aclose()
+            return backend, info.value
+
+    backend, error = asyncio.run(go())
+    assert KEY_ENV in str(error)
+    assert SECRET not in str(error) and SECRET not in repr(backend)
+    assert SECRET not in backend.model_id and SECRET not in repr(vars(backend))
+
+
+def test_right_key_is_sent(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server = MockOpenAIServer(require_api_key=SECRET)
+    [c] = asyncio.run(complete_with(server, [request()], api_key_env=KEY_ENV))
+    assert c.ok
+
+
+def test_missing_key_message_names_the_variable(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    server = MockOpenAIServer(require_api_key="whatever")
+    with pytest.raises(AuthenticationError, match=f"{KEY_ENV} is not set"):
+        asyncio.run(complete_with(server, [request()], api_key_env=KEY_ENV))
+
+
+def test_connection_refused_raises_backend_unavailable():
+    with socket.socket() as sock:  # bound but not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        backend = make_backend(base_url)
+        started = time.perf_counter()
+        with pytest.raises(BackendUnavailable, match="cannot connect to .*start the server or fix --base-url"):
+            backend.complete_sync([request(index=i) for i in range(5)])
+        assert time.perf_counter() - started < 2.0
+
+
+def test_logprobs_parsed():
+    server = MockOpenAIServer(reply=lambda body: "alpha beta gamma")
+    [c] = asyncio.run(complete_with(server, [request(logprobs=True)]))
+    assert server.requests[0]["logprobs"] is True and server.requests[0]["top_logprobs"] == 5
+    assert c.logprobs is not None and [t.token for t in c.logprobs] == ["alpha", " beta", " gamma"]
+    assert "".join(t.token for t in c.logprobs) == c.text
+    first = c.logprobs[0]
+    assert first.logprob == pytest.approx(-0.1) and len(first.top) == 5
+    assert first.top[0] == ("alpha", pytest.approx(-0.1))
+
+
+def test_jitter_is_deterministic_under_a_seeded_rng():
+    def delays(seed: int) -> list[float]:
+        backend = make_backend("http://127.0.0.1:9/v1", seed_rng=random.Random(seed), backoff_base_s=0.5, backoff_max_s=4.0)
+        return [backend.backoff_delay(a) for a in range(8)]
+
+    assert delays(3) == delays(3)
+    assert delays(3) != delays(4)
+    caps = [min(4.0, 0.5 * 2**a) for a in range(8)]
+    assert all(0.0 <= d <= cap for d, cap in zip(delays(3), caps))
+    default = make_backend("http://127.0.0.1:9/v1", backoff_base_s=0.5, backoff_max_s=4.0)
+    assert default.backoff_delay(0) == make_backend("http://127.0.0.1:9/v1", backoff_base_s=0.5, backoff_max_s=4.0).backoff_delay(0)
+
+
+def test_retry_after_parsing():
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 100))
+    assert 90 <= parse_retry_after(future) <= 101
+
+
+def test_identity_and_sizing():
+    backend = make_backend("http://127.0.0.1:8000/v1/", concurrency=8, prices=(0.5, 1.5))
+    assert backend.model_id == "openai:mock-model@http://127.0.0.1:8000/v1"
+    assert backend.preferred_batch_size == 32 and backend.prices == (0.5, 1.5)
+    assert backend.url == "http://127.0.0.1:8000/v1/chat/completions"
+
+
+def test_session_survives_a_new_event_loop():
+    with MockOpenAIServer().run_in_thread() as base_url:
+        backend = make_backend(base_url)
+        assert backend.complete_sync([request()])[0].ok
+        assert backend.complete_sync([request()])[0].ok
+
+
+def test_run_in_thread_serves_sync_callers():
+    server = MockOpenAIServer()
+    with server.run_in_thread() as base_url:
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        out = make_backend(base_url).complete_sync([request(index=i) for i in range(3)])
+    assert all(c.ok for c in out) and server.count == 3
+
+
+def test_server_gone_mid_run_raises_after_retries():
+    async def go():
+        server = MockOpenAIServer()
+        async with server:
+            backend = make_backend(server.base_url, max_retries=2)
+            assert (await backend.complete([request()]))[0].ok
+        try:
+            with pytest.raises(BackendUnavailable, match="lost connection to"):
+                await backend.complete([request(index=1)])
+        finally:
+            await backend.aclose()
+
+    asyncio.run(go())
+
+
+def test_random_faults_are_absorbed_by_retries():
+    server = MockOpenAIServer(fault_rate=0.3, fault_kinds=["429", "500", "malformed", "truncated"], seed=1)
+    out = asyncio.run(complete_with(server, [request(index=i) for i in range(30)], max_retries=8))
+    assert all(c.ok for c in out)
+    assert server.count == 30 + len(server.faults_served) and server.faults_served
