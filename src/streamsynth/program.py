@@ -12,6 +12,7 @@ from typing import Any
 from streamsynth.errors import ConfigError
 from streamsynth.methods import AttributeConditionedStrategy, Strategy
 from streamsynth.quality import Check, KeepAll, Selector, default_checks
+from streamsynth.quality.label_check import SeedLabelConsistencyCheck
 from streamsynth.task import Task
 
 
@@ -32,7 +33,11 @@ class SynthesisProgram:
 def default_program(task: Task) -> SynthesisProgram:
     """The program streamsynth runs for a task when nothing else is given."""
     if task.kind in ("classification", "pair_classification"):
-        return SynthesisProgram(strategies=[AttributeConditionedStrategy()])
+        checks = default_checks()
+        label_check = task.generation.label_check
+        if label_check or (label_check is None and task.kind == "classification"):
+            checks.append(SeedLabelConsistencyCheck())
+        return SynthesisProgram(strategies=[AttributeConditionedStrategy()], checks=checks)
     raise ConfigError(
         f"task '{task.name}' is of kind '{task.kind}'; this version generates classification and "
         "pair_classification tasks only (qa and code strategies are on the roadmap)"

@@ -140,7 +140,9 @@ class LocalHFBackend(BaseBackend):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # our own progress display owns the terminal
             t0 = time.perf_counter()
             src = self._resolved
             try:
@@ -304,10 +306,14 @@ def _logprobs(logits: Any, row: int, ids: list[int], tok: Any) -> tuple[TokenLog
 class _SeededSampler:
     """Temperature + nucleus sampling with one RNG per row, via the Gumbel-max trick.
 
-    Adding Gumbel noise to the filtered log-probabilities and taking the argmax (greedy decoding)
-    draws a token from exactly the sampled distribution; each row's noise comes from its own
-    generator, so its text depends only on its own seed.
+    Adding Gumbel noise to the filtered log-probabilities and taking the argmax draws a token
+    from exactly the filtered distribution. Each row's noise comes from its own generator, so its
+    text depends only on its own seed. The nucleus is taken among the ``top_k`` most likely
+    tokens (a full-vocabulary sort cost 67 ms a step at batch 24; this costs about 2 ms).
+    The processor returns 0 for the drawn token and -inf elsewhere, so greedy decoding emits it.
     """
+
+    top_k = 100
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
         import torch
@@ -319,18 +325,16 @@ class _SeededSampler:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        scores = scores.float() / max(self.temperature, 1e-5)
+        k = min(self.top_k, scores.shape[-1])
+        vals, idx = torch.topk(scores.float() / max(self.temperature, 1e-5), k, dim=-1)
         if self.top_p < 1.0:
-            sorted_logits, sorted_idx = torch.sort(scores, descending=True, dim=-1)
-            probs = torch.softmax(sorted_logits, dim=-1)
-            # drop tokens once the mass before them already reaches top_p (always keep the first)
-            drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= self.top_p
-            drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
-            scores = scores.masked_fill(drop, float("-inf"))
-        noise = torch.stack(
-            [torch.rand(scores.shape[-1], generator=g) for g in self.generators]
-        ).clamp_(1e-10, 1.0 - 1e-7)
-        return scores - torch.log(-torch.log(noise)).to(scores.device)
+            probs = torch.softmax(vals, dim=-1)
+            # drop tokens once the mass before them already reaches top_p (the first always stays)
+            vals = vals.masked_fill((torch.cumsum(probs, dim=-1) - probs) >= self.top_p, float("-inf"))
+        noise = torch.stack([torch.rand(k, generator=g) for g in self.generators]).clamp_(1e-10, 1.0 - 1e-7)
+        pick = torch.argmax(vals - torch.log(-torch.log(noise)).to(vals.device), dim=-1, keepdim=True)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, idx.gather(1, pick), 0.0)
 
 
 class _StopOnStrings:

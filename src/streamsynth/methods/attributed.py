@@ -22,9 +22,7 @@ from streamsynth.quality.clean import clean_text
 from streamsynth.records import Completion, CompletionRequest, Cost, GenerationParams, Message, Sample
 from streamsynth.task import Task
 
-TEMPLATE_VERSION = "attr-v1"
-
-SYSTEM = "You write realistic, varied examples for a machine learning data set. Reply with the example only."
+TEMPLATE_VERSION = "attr-v2"
 
 #: used when the spec gives no attributes and the model proposes none that parse
 FALLBACK_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
@@ -108,10 +106,7 @@ class AttributeConditionedStrategy:
             chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
             pool = list(task.seeds_for(label))
             shots = rng.sample(pool, min(k, len(pool)))
-            messages = (
-                Message("system", SYSTEM),
-                Message("user", render_prompt(task, label, chosen, shots)),
-            )
+            messages = render_messages(task, label, chosen, shots)
             pattern = TEMPLATE_VERSION + ":" + "|".join(f"{a}={v}" for a, v in chosen.items())
             out.append(
                 Proposal(
@@ -137,11 +132,15 @@ class AttributeConditionedStrategy:
                     "malformed", f"expected '{task.input_fields[0].title()}:' and '{task.input_fields[1].title()}:' lines"
                 )
             return _replace(s, inputs=pair, output=label)
-        cleaned = clean_text(completion.text, labels=task.label_names)
-        s = _replace(s, inputs={task.input_fields[0]: cleaned.text}, output=label)
+        text = completion.text
         if completion.finish_reason == "length":
-            return s.reject("overlong", f"reply hit the {proposal.request.params.max_new_tokens}-token limit before it ended")
-        return s
+            # cut back to the last full sentence; a reply with none is rejected as overlong
+            text = trim_to_sentence(text)
+            if not text:
+                s = _replace(s, inputs={task.input_fields[0]: completion.text}, output=label)
+                return s.reject("overlong", f"reply hit the {proposal.request.params.max_new_tokens}-token limit inside its first sentence")
+        cleaned = clean_text(text, labels=task.label_names)
+        return _replace(s, inputs={task.input_fields[0]: cleaned.text}, output=label)
 
 
 def _replace(sample: Sample, **changes: Any) -> Sample:
@@ -155,33 +154,50 @@ def _quote(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def render_prompt(task: Task, label: str, attributes: Mapping[str, str], shots: Sequence[Any]) -> str:
+def label_instruction(task: Task, label: str) -> str:
+    """'Write one movie review sentence labeled negative: the writer dislikes the film.'"""
     noun = task.generation.input_noun
     desc = {lab.name: lab.description for lab in task.labels}.get(label, "")
-    lines = [f"Task: {task.description}", ""]
+    if task.kind == "pair_classification":
+        a, b = (f.lower() for f in task.input_fields)
+        what = f"a {a} and a {b}"
+    else:
+        what = f"one {noun}"
+    return f"Write {what} labeled {label}" + (f": {desc}." if desc else ".")
+
+
+def render_shot(task: Task, example: Any) -> str:
+    if task.kind == "pair_classification":
+        return "\n".join(f"{f.title()}: {_quote(example.inputs[f])}" for f in task.input_fields)
+    return _quote(example.inputs[task.input_fields[0]])
+
+
+def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots: Sequence[Any]) -> tuple[Message, ...]:
+    """Few-shot as earlier chat turns, then the instruction with the chosen attributes.
+
+    Measured on sst2 with SmolLM2-135M-Instruct (48 samples per variant, dev split): this shape
+    kept 92% of replies and raised dev accuracy of the benchmark student from 0.734 to 0.773;
+    the same seeds pasted inline into one long prompt kept 75% and talked about the examples,
+    and a system prompt made replies longer and chattier.
+    """
+    msgs: list[Message] = []
+    for e in shots:
+        msgs += [Message("user", label_instruction(task, label)), Message("assistant", render_shot(task, e))]
+    parts = [label_instruction(task, label)]
+    parts += [f"{name.replace('_', ' ').capitalize()}: {value}." for name, value in attributes.items()]
     if task.kind == "pair_classification":
         a, b = (f.title() for f in task.input_fields)
-        if shots:
-            lines.append(f'Examples labeled "{label}":')
-            for e in shots:
-                lines.append(f"{a}: {_quote(e.inputs[task.input_fields[0]])}")
-                lines.append(f"{b}: {_quote(e.inputs[task.input_fields[1]])}")
-                lines.append("")
-        lines.append(f'Write one new pair labeled "{label}"' + (f" ({desc})" if desc else "") + ".")
-        for name, value in attributes.items():
-            lines.append(f"- {name}: {value}")
-        lines.append(f"Reply in exactly two lines:\n{a}: ...\n{b}: ...")
-        return "\n".join(lines)
-    if shots:
-        lines.append(f'Examples of {noun}s labeled "{label}":')
-        for n, e in enumerate(shots, 1):
-            lines.append(f"{n}. {_quote(e.inputs[task.input_fields[0]])}")
-        lines.append("")
-    lines.append(f'Write one new {noun} labeled "{label}"' + (f" ({desc})" if desc else "") + ".")
-    for name, value in attributes.items():
-        lines.append(f"- {name}: {value}")
-    lines.append(f"Do not copy the examples. Reply with the {noun} only.")
-    return "\n".join(lines)
+        parts.append(f"Reply in exactly two lines, '{a}: ...' and '{b}: ...'.")
+    else:
+        parts.append(f"Reply with the {task.generation.input_noun} only.")
+    msgs.append(Message("user", " ".join(parts)))
+    return tuple(msgs)
+
+
+def trim_to_sentence(text: str) -> str:
+    """Text up to its last sentence end ('.', '!', '?', optionally closed by a quote), or ''."""
+    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)]?(?=\s|$)", text)]
+    return text[: ends[-1]].strip() if ends else ""
 
 
 def parse_pair(text: str, fields: Sequence[str]) -> dict[str, str] | None:

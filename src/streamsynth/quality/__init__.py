@@ -10,11 +10,12 @@ from streamsynth.quality.checks import (
     default_checks,
 )
 from streamsynth.quality.clean import Cleaned, clean_text, normalize_for_dedup
+from streamsynth.quality.label_check import SeedLabelConsistencyCheck
 from streamsynth.quality.select import KeepAll, Selector
 
 __all__ = sorted(
     [
         "Check", "Cleaned", "DuplicateCheck", "EchoCheck", "EmptyCheck", "KeepAll", "LengthCheck",
-        "MalformedCheck", "Selector", "clean_text", "default_checks", "normalize_for_dedup",
+        "MalformedCheck", "SeedLabelConsistencyCheck", "Selector", "clean_text", "default_checks", "normalize_for_dedup",
     ]
 )

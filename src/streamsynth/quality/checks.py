@@ -85,7 +85,8 @@ class MalformedCheck:
 
 _ECHO = re.compile(
     r"\b(?:write one|reply with|labeled \"|do not copy|examples of|the example only|as an ai|i cannot|i can't|"
-    r"language model|here is (?:a|an|the|one)|task:)",
+    r"language model|here is (?:a|an|the|one)|here's (?:a|an|the|one)|task:|i'?d be happy|happy to help|"
+    r"let me know|hope (?:this|that) helps|you're right|labeled (?:\w+):)",
     re.IGNORECASE,
 )
 
@@ -100,8 +101,12 @@ class EchoCheck:
             m = _ECHO.search(text)
             if m:
                 return Verdict(self.name, False, f"echoes the instruction ({m.group(0).strip()!r})")
-            if task.description and normalize_for_dedup(task.description) in normalize_for_dedup(text):
+            norm = normalize_for_dedup(text)
+            if task.description and normalize_for_dedup(task.description) in norm:
                 return Verdict(self.name, False, "repeats the task description")
+            for lab in task.labels:
+                if lab.description and normalize_for_dedup(lab.description) in norm:
+                    return Verdict(self.name, False, f"repeats the description of label {lab.name!r}")
         return Verdict(self.name, True)
 
 

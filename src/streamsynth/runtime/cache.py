@@ -42,7 +42,7 @@ class ResponseCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise CacheError(
                 f"cannot open the response cache at {self.path}: {exc}; "
                 "pass another --cache-dir or delete the file if it is corrupt"

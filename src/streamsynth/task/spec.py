@@ -96,13 +96,16 @@ class SeedsSpec(_Strict):
 class GenerationSpec(_Strict):
     """Knobs of the default synthesis program."""
 
-    examples_in_prompt: int = Field(3, ge=0, le=16)
+    examples_in_prompt: int = Field(1, ge=0, le=16)
     temperature: float = Field(0.9, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(80, ge=8, le=4096)
     min_chars: int = Field(12, ge=1)
     max_chars: int = Field(600, ge=10)
     propose_attributes: bool = Field(True, description="ask the model for attributes when none are given")
+    label_check: bool | None = Field(
+        None, description="reject samples nearer another label's seeds; default: on for classification, off otherwise"
+    )
     input_noun: str = Field("text", description="what one input is called in prompts, e.g. 'movie review sentence'")
 
     @model_validator(mode="after")

