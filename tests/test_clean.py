@@ -44,3 +44,22 @@ def test_strip_label_tag_only_at_the_end():
 
 def test_normalize_for_dedup():
     assert normalize_for_dedup("The FILM, is great!!") == normalize_for_dedup("the film is great")
+
+
+def test_trim_to_sentence():
+    from streamsynth.methods.attributed import trim_to_sentence
+
+    assert trim_to_sentence("A fine film. The cast is great and the") == "A fine film."
+    assert trim_to_sentence('He said "wow!" and then the credits') == 'He said "wow!"'
+    assert trim_to_sentence("no sentence end at all and") == ""
+
+
+def test_parse_pair_reads_labeled_lines():
+    from streamsynth.methods.attributed import parse_pair
+
+    fields = ("premise", "hypothesis")
+    text = "Sure!\nPremise: A man rides a bike .\nHypothesis: A person is outside.\nLabel: entailment"
+    assert parse_pair(text, fields) == {"premise": "A man rides a bike .", "hypothesis": "A person is outside."}
+    assert parse_pair("**Premise:** Two dogs run.\n**Hypothesis:** Animals move.", fields) == {
+        "premise": "Two dogs run.", "hypothesis": "Animals move."}
+    assert parse_pair("Premise: only one line", fields) is None

@@ -164,3 +164,33 @@ def test_cli_generate_against_openai_compatible_server(tiny_task_spec, tmp_path,
     for f in (tmp_path / "o").iterdir():
         assert "sk-secret-value" not in f.read_bytes().decode("utf-8", "replace")
     assert "sk-secret-value" not in (tmp_path / "c" / "responses.sqlite").read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize("name", ["sst2", "ag_news", "trec", "emotion", "snli"])
+def test_every_shipped_classification_example_generates(name, tmp_path):
+    from conftest import SHARED_DATA, REPO
+    from streamsynth.program import SynthesisProgram
+    from streamsynth.methods import AttributeConditionedStrategy
+    from streamsynth.quality import default_checks
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared data sets are not at {SHARED_DATA}")
+    task = load_task(REPO / "examples" / f"{name}.yaml")
+
+    def reply(request):
+        if task.kind == "pair_classification":
+            return f"Premise: A man walks a dog number {request.sample_index} .\nHypothesis: A person is outside ."
+        text = f"A made-up example {request.sample_index} written for the {task.name} data set."
+        while len(text) < task.generation.min_chars:  # long enough for the task's length check
+            text += " It goes on about the same made-up thing."
+        return f'Here is one: "{text}"'
+
+    program = SynthesisProgram([AttributeConditionedStrategy()], checks=default_checks())
+    setup = 0 if task.attributes else 1  # without attributes in the spec, one query proposes them
+    report = generate(task, FakeBackend(reply), budget=len(task.labels) * 2 + setup, out=tmp_path / name, program=program)
+    m = report.manifest
+    assert m["usage"]["setup_queries"] == setup
+    assert m["counts"]["accepted"] == len(task.labels) * 2, m["counts"]
+    assert set(m["counts"]["accepted_by_label"]) == set(task.label_names)
+    row = json.loads((tmp_path / name / "samples.jsonl").read_text().splitlines()[0])
+    assert set(task.input_fields) <= set(row) and row[task.output_field] in task.label_names

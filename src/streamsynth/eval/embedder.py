@@ -49,6 +49,9 @@ def _load_model(path: Path, device: str) -> Any:
         raise BackendUnavailable(
             f"sentence-transformers is not importable ({exc}); run 'pip install sentence-transformers'"
         ) from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the caller's progress display owns the terminal
     try:
         model = SentenceTransformer(str(path), device=device)
     except (OSError, ValueError) as exc:

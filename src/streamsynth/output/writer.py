@@ -154,6 +154,8 @@ def build_manifest(result: RunResult, *, config: dict[str, Any], run_fingerprint
         },
         "usage": {
             "queries": st.queries,
+            # queries that produced no sample: one-time setup such as proposing attributes
+            "setup_queries": st.queries - len(result.accepted) - len(result.rejected),
             "calls": st.calls,
             "cached_calls": st.cached_calls,
             "tokens": st.tokens,
