@@ -39,3 +39,9 @@ generation: {input_noun: review, min_chars: 5, label_check: false}
 """
     )
     return spec
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory) -> Path:
+    """One cache folder per test session, so the GGUF conversion (~20 s) happens once."""
+    return tmp_path_factory.mktemp("model-cache")

@@ -63,3 +63,12 @@ def test_parse_pair_reads_labeled_lines():
     assert parse_pair("**Premise:** Two dogs run.\n**Hypothesis:** Animals move.", fields) == {
         "premise": "Two dogs run.", "hypothesis": "Animals move."}
     assert parse_pair("Premise: only one line", fields) is None
+
+
+def test_fit_sentences_keeps_whole_sentences_within_the_limit():
+    from streamsynth.methods.attributed import fit_sentences
+
+    text = "A fine film. The cast is great. " + "And then it goes on and on" * 10 + "."
+    assert fit_sentences(text, 40) == "A fine film. The cast is great."
+    assert fit_sentences(text, 12) == "A fine film."
+    assert fit_sentences(text, 5) == ""

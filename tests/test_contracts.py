@@ -48,10 +48,10 @@ def test_openai_backend_contract():
 
 
 @pytest.mark.slow
-def test_local_backend_contract(tmp_path):
+def test_local_backend_contract(model_cache_dir):
     from streamsynth.backends import LocalHFBackend
 
-    _check_backend(LocalHFBackend(cache_dir=tmp_path, batch_size=4))
+    _check_backend(LocalHFBackend(cache_dir=model_cache_dir, batch_size=4))
 
 
 def test_backends_run_from_async_code():

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    b = LocalHFBackend(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=4)
+def backend(model_cache_dir):
+    b = LocalHFBackend(cache_dir=model_cache_dir, batch_size=4)
     b.load()
     return b
 

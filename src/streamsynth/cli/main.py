@@ -150,8 +150,8 @@ def _summary(report) -> None:
     table.add_row("rejected", str(c["rejected"]) + "  " + ", ".join(f"{k}: {v}" for k, v in c["rejected_by_reason"].items()))
     table.add_row("model calls", f"{u['calls']} new, {u['cached_calls']} from cache, {u['failed_calls']} failed")
     table.add_row("tokens", f"{u['tokens']} ({u['completion_tokens']} generated)")
-    if u.get("completion_tokens_per_s"):
-        table.add_row("speed", f"{u['completion_tokens_per_s']} generated tok/s")
+    if u.get("generated_tokens_per_s"):
+        table.add_row("speed", f"{u['generated_tokens_per_s']} generated tok/s (model load included)")
     if u.get("dollars"):
         table.add_row("cost", f"${u['dollars']:.4f}")
     table.add_row("wall time", f"{u['wall_s']:.1f} s")

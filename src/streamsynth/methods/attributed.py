@@ -139,8 +139,11 @@ class AttributeConditionedStrategy:
             if not text:
                 s = _replace(s, inputs={task.input_fields[0]: completion.text}, output=label)
                 return s.reject("overlong", f"reply hit the {proposal.request.params.max_new_tokens}-token limit inside its first sentence")
-        cleaned = clean_text(text, labels=task.label_names)
-        return _replace(s, inputs={task.input_fields[0]: cleaned.text}, output=label)
+        cleaned = clean_text(text, labels=task.label_names).text
+        if len(cleaned) > task.generation.max_chars:
+            # several sentences where one was asked for: keep the whole sentences that fit
+            cleaned = fit_sentences(cleaned, task.generation.max_chars) or cleaned
+        return _replace(s, inputs={task.input_fields[0]: cleaned}, output=label)
 
 
 def _replace(sample: Sample, **changes: Any) -> Sample:
@@ -198,6 +201,13 @@ def trim_to_sentence(text: str) -> str:
     """Text up to its last sentence end ('.', '!', '?', optionally closed by a quote), or ''."""
     ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)]?(?=\s|$)", text)]
     return text[: ends[-1]].strip() if ends else ""
+
+
+def fit_sentences(text: str, max_chars: int) -> str:
+    """The longest prefix of whole sentences that is at most ``max_chars`` long ('' if none)."""
+    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)]?(?=\s|$)", text)]
+    fitting = [e for e in ends if e <= max_chars]
+    return text[: fitting[-1]].strip() if fitting else ""
 
 
 def parse_pair(text: str, fields: Sequence[str]) -> dict[str, str] | None:

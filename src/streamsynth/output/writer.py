@@ -161,6 +161,7 @@ def build_manifest(result: RunResult, *, config: dict[str, Any], run_fingerprint
             "tokens": st.tokens,
             "completion_tokens": st.completion_tokens,
             "wall_s": round(result.wall_s, 3),
-            "completion_tokens_per_s": round(st.completion_tokens / result.wall_s, 2) if result.wall_s and st.calls else None,
+            "generated_tokens": st.generated_tokens,
+            "generated_tokens_per_s": round(st.generated_tokens / result.wall_s, 2) if result.wall_s and st.calls else None,
         },
     }

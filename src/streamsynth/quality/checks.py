@@ -86,7 +86,7 @@ class MalformedCheck:
 _ECHO = re.compile(
     r"\b(?:write one|reply with|labeled \"|do not copy|examples of|the example only|as an ai|i cannot|i can't|"
     r"language model|here is (?:a|an|the|one)|here's (?:a|an|the|one)|task:|i'?d be happy|happy to help|"
-    r"let me know|hope (?:this|that) helps|you're right|labeled (?:\w+):)",
+    r"let me know|hope (?:this|that) helps|you're right|i'?m sorry|as an ai|labeled (?:\w+):)",
     re.IGNORECASE,
 )
 

@@ -46,6 +46,8 @@ class BudgetMeter:
         self.reserved = 0
         self.cost = Cost()
         self.failed = 0
+        #: completion tokens of fresh calls only (what the model really generated in this run)
+        self.generated_tokens = 0
 
     @property
     def queries(self) -> int:
@@ -95,6 +97,8 @@ class BudgetMeter:
         c = self.cost_of(completion)
         with self._lock:
             self.cost = self.cost + c
+            if not completion.cached:
+                self.generated_tokens += completion.completion_tokens
             if not completion.ok:
                 self.failed += 1
         return c

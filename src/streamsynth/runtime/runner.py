@@ -34,10 +34,12 @@ class RunStats:
     completion_tokens: int
     budget: int | None
     elapsed_s: float
+    generated_tokens: int = 0
 
     @property
     def tokens_per_s(self) -> float:
-        return self.completion_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Tokens the model generated per second in this run (cache hits excluded)."""
+        return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass
@@ -77,7 +79,7 @@ async def synthesize(
         return RunStats(
             accepted=len(kept), rejected=len(rejected), queries=meter.queries, calls=c.calls,
             cached_calls=c.cached_calls, tokens=c.tokens, completion_tokens=c.completion_tokens,
-            budget=meter.max_queries, elapsed_s=time.perf_counter() - t0,
+            budget=meter.max_queries, elapsed_s=time.perf_counter() - t0, generated_tokens=meter.generated_tokens,
         )
 
     try:
