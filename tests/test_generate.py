@@ -194,3 +194,20 @@ def test_every_shipped_classification_example_generates(name, tmp_path):
     assert set(m["counts"]["accepted_by_label"]) == set(task.label_names)
     row = json.loads((tmp_path / name / "samples.jsonl").read_text().splitlines()[0])
     assert set(task.input_fields) <= set(row) and row[task.output_field] in task.label_names
+
+
+def test_backend_lost_mid_run_keeps_what_was_made(tiny_task_spec, tmp_path):
+    from streamsynth.errors import BackendUnavailable
+
+    class DiesAfterOneBatch(FakeBackend):
+        async def complete(self, requests):
+            if self.calls >= 4:
+                raise BackendUnavailable("lost connection to http://127.0.0.1:9/v1: refused; start the server")
+            return await super().complete(requests)
+
+    with pytest.raises(BackendUnavailable, match="samples made before it are in"):
+        generate(tiny_task_spec, DiesAfterOneBatch(batch_size=4), budget=12, out=tmp_path / "o")
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["stopped_reason"].startswith("backend failed: lost connection")
+    assert manifest["counts"]["accepted"] + manifest["counts"]["rejected"] == 4
+    assert len((tmp_path / "o" / "samples.jsonl").read_text().splitlines()) == manifest["counts"]["accepted"]

@@ -65,6 +65,9 @@ async def agenerate(
     manifest["usage"]["dollars"] = round(meter.cost.dollars, 6)
     manifest["usage"]["failed_calls"] = meter.failed
     files = write_run(out_dir, result, manifest) if out_dir is not None else {}
+    if result.failure is not None:
+        kept = f"; the {len(result.accepted)} samples made before it are in {out_dir}" if out_dir is not None else ""
+        raise type(result.failure)(f"{result.failure}{kept}") from result.failure
     return GenerateReport(result=result, manifest=manifest, files=files)
 
 

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from streamsynth.errors import BackendError
 from streamsynth.program import SynthesisProgram
 from streamsynth.records import Sample
 from streamsynth.runtime.engine import Engine
@@ -51,6 +52,8 @@ class RunResult:
     wall_s: float
     stats: RunStats
     program_state: dict[str, Any] = field(default_factory=dict)
+    #: set when the backend failed for good; the samples before it are kept
+    failure: BaseException | None = None
 
     def rejected_by_reason(self) -> dict[str, int]:
         return dict(Counter(s.reject_category or "unknown" for s in self.rejected).most_common())
@@ -73,6 +76,7 @@ async def synthesize(
     kept: list[Sample] = []
     rejected: list[Sample] = []
     stopped = "budget"
+    failure: BackendError | None = None
 
     def stats() -> RunStats:
         c = meter.cost
@@ -121,6 +125,9 @@ async def synthesize(
                 break
     except asyncio.CancelledError:
         stopped = "interrupted"
+    except BackendError as exc:  # the backend is gone for good: keep what we have
+        stopped = f"backend failed: {exc}"
+        failure = exc
     selected = program.selector.select(kept, task, seed=seed)
     chosen = {s.id for s in selected}
     for s in kept:
@@ -137,4 +144,5 @@ async def synthesize(
         wall_s=time.perf_counter() - t0,
         stats=final,
         program_state=program.state(),
+        failure=failure,
     )
