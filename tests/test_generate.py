@@ -211,3 +211,37 @@ def test_backend_lost_mid_run_keeps_what_was_made(tiny_task_spec, tmp_path):
     assert manifest["stopped_reason"].startswith("backend failed: lost connection")
     assert manifest["counts"]["accepted"] + manifest["counts"]["rejected"] == 4
     assert len((tmp_path / "o" / "samples.jsonl").read_text().splitlines()) == manifest["counts"]["accepted"]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_was_made(tiny_task_spec, tmp_path):
+    """SIGINT to a real CLI process mid-run: exit 130, samples so far written, cache kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from streamsynth.testing.mock_server import MockOpenAIServer
+
+    server = MockOpenAIServer(latency_s=0.3, reply=lambda body: f"A fine film with a sharp script, take {body.get('seed')}.")
+    out = tmp_path / "o"
+    with server.run_in_thread() as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamsynth", "generate", str(tiny_task_spec), "--backend", "openai",
+             "--base-url", url, "--model", "mock", "--concurrency", "2", "--budget", "400", "--out", str(out),
+             "--cache-dir", str(tmp_path / "c"), "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 30
+        while server.count < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    text = output.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "interrupted" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stopped_reason"] == "interrupted"
+    made = manifest["counts"]["accepted"] + manifest["counts"]["rejected"]
+    assert 0 < made < 400
+    assert len((out / "samples.jsonl").read_text().splitlines()) == manifest["counts"]["accepted"]

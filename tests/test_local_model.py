@@ -71,3 +71,12 @@ def test_generate_sst2_like_task_with_the_real_model(tiny_task_spec, tmp_path, b
     assert m["usage"]["calls"] == 8 and m["usage"]["completion_tokens"] > 0
     assert m["counts"]["accepted"] + m["counts"]["rejected"] == 8
     assert m["config"]["model"].startswith("local:SmolLM2-135M-Instruct@")
+
+
+def test_a_hugging_face_model_folder_works_the_same_way(backend):
+    folder = LocalHFBackend(model=backend.converted_dir(), batch_size=2)
+    assert folder.model_id.startswith(f"local:{backend.converted_dir().name}@")
+    out = folder.complete_sync([_req(0), _req(1)])
+    assert all(o.ok and o.text.strip() for o in out)
+    # the same weights and the same seeds give the same text as the GGUF it was converted from
+    assert [o.text for o in out] == [o.text for o in backend.complete_sync([_req(0), _req(1)])]

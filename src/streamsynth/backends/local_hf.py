@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -177,10 +179,11 @@ class LocalHFBackend(BaseBackend):
         src = self._resolved.source
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            src.parent, gguf_file=src.name, local_files_only=True, dtype="float32"
-        )
+        with _quiet_gguf_progress():
+            tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                src.parent, gguf_file=src.name, local_files_only=True, dtype="float32"
+            )
         # transformers marks GGUF-loaded models as not serializable; the dequantized weights are
         # plain tensors, so copy them into a fresh model built from the same config and save that.
         config = model.config
@@ -279,6 +282,25 @@ class LocalHFBackend(BaseBackend):
                 )
             )
         return completions
+
+
+@contextlib.contextmanager
+def _quiet_gguf_progress():
+    """transformers draws its own tqdm bar while dequantizing; hide it under our display."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - layout of another transformers version
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:

@@ -133,13 +133,16 @@ def generate(
 
     try:
         report = asyncio.run(_run())
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: what was generated is in {out_dir} (rerun to continue from the cache)")
+    except KeyboardInterrupt:  # interrupted before the run loop could stop cleanly
+        err.print(f"[yellow]interrupted[/]: rerun the same command to continue from the cache")
         raise typer.Exit(130) from None
     finally:
         if cache is not None:
             cache.close()
     _summary(report)
+    if report.result.stopped_reason == "interrupted":
+        err.print(f"[yellow]interrupted[/]: the samples made so far are in {out_dir}; rerun to continue from the cache")
+        raise typer.Exit(130)
 
 
 def _summary(report) -> None:
