@@ -245,3 +245,27 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_made(tiny_task_spec, tmp_path):
     made = manifest["counts"]["accepted"] + manifest["counts"]["rejected"]
     assert 0 < made < 400
     assert len((out / "samples.jsonl").read_text().splitlines()) == manifest["counts"]["accepted"]
+
+
+def test_model_proposes_attributes_once_when_the_spec_has_none(tiny_task_spec, tmp_path):
+    import re as _re
+
+    spec = tmp_path / "noattrs.yaml"
+    spec.write_text(_re.sub(r"attributes:\n(  .*\n)+", "", tiny_task_spec.read_text()))
+    task = load_task(spec)
+    assert not task.attributes
+
+    def reply(request):
+        if request.sample_index == -1:  # the one-time attribute proposal
+            return "Here are some topics:\n1. Family drama\n2. Space adventure\n- Courtroom thriller\n3. Family drama\nok"
+        return f"A sample about something, number {request.sample_index}."
+
+    fake = FakeBackend(reply)
+    report = generate(task, fake, budget=9)
+    assert report.manifest["usage"]["setup_queries"] == 1
+    assert sum(r.sample_index == -1 for r in fake.requests) == 1
+    attrs = report.manifest["program"]["strategies"][0]["attributes"]
+    assert attrs["topic"] == ["Family drama", "Space adventure", "Courtroom thriller"]
+    assert {"style", "length"} <= set(attrs)
+    topics = {s.provenance.conditioning["attributes"]["topic"] for s in report.result.accepted}
+    assert topics <= set(attrs["topic"]) and len(topics) > 1

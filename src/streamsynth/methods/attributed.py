@@ -240,8 +240,12 @@ async def propose_attributes(task: Task, engine: Any, *, seed: int, n: int = 8) 
     topics: list[str] = []
     if answers and answers[0].ok:
         for line in answers[0].text.splitlines():
-            t = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip(".,;:\"'*")
-            if 2 <= len(t) <= 40 and t.lower() not in {x.lower() for x in topics} and ":" not in t:
+            if line.rstrip().endswith(":"):  # a header such as "Here are some topics:"
+                continue
+            t = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip(".,;\"'*")
+            chatty = re.match(r"(?i)(here|sure|certainly|these|i |okay|ok\b)", t)
+            if (3 <= len(t) <= 40 and len(t.split()) <= 5 and ":" not in t and not chatty
+                    and t.lower() not in {x.lower() for x in topics}):
                 topics.append(t)
     attrs = dict(FALLBACK_ATTRIBUTES)
     if len(topics) >= 2:
