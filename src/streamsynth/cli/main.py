@@ -134,7 +134,7 @@ def generate(
     try:
         report = asyncio.run(_run())
     except KeyboardInterrupt:  # interrupted before the run loop could stop cleanly
-        err.print(f"[yellow]interrupted[/]: rerun the same command to continue from the cache")
+        err.print("[yellow]interrupted[/]: rerun the same command to continue from the cache")
         raise typer.Exit(130) from None
     finally:
         if cache is not None:

@@ -182,10 +182,11 @@ def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots
     the same seeds pasted inline into one long prompt kept 75% and talked about the examples,
     and a system prompt made replies longer and chattier.
     """
+    instruction = label_instruction(task, label)
     msgs: list[Message] = []
     for e in shots:
-        msgs += [Message("user", label_instruction(task, label)), Message("assistant", render_shot(task, e))]
-    parts = [label_instruction(task, label)]
+        msgs += [Message("user", instruction), Message("assistant", render_shot(task, e))]
+    parts = [instruction]
     parts += [f"{name.replace('_', ' ').capitalize()}: {value}." for name, value in attributes.items()]
     if task.kind == "pair_classification":
         a, b = (f.title() for f in task.input_fields)
@@ -196,17 +197,18 @@ def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots
     return tuple(msgs)
 
 
-def trim_to_sentence(text: str) -> str:
-    """Text up to its last sentence end ('.', '!', '?', optionally closed by a quote), or ''."""
-    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)]?(?=\s|$)", text)]
-    return text[: ends[-1]].strip() if ends else ""
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)]?(?=\s|$)")
 
 
 def fit_sentences(text: str, max_chars: int) -> str:
     """The longest prefix of whole sentences that is at most ``max_chars`` long ('' if none)."""
-    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)]?(?=\s|$)", text)]
-    fitting = [e for e in ends if e <= max_chars]
+    fitting = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() <= max_chars]
     return text[: fitting[-1]].strip() if fitting else ""
+
+
+def trim_to_sentence(text: str) -> str:
+    """Text up to its last sentence end ('.', '!', '?', optionally closed by a quote), or ''."""
+    return fit_sentences(text, len(text))
 
 
 def parse_pair(text: str, fields: Sequence[str]) -> dict[str, str] | None:

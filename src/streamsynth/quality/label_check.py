@@ -1,7 +1,8 @@
 """Label consistency against the seeds: is a sample nearer its own label's seeds than any other's?
 
 Each label's seed examples are embedded (all-MiniLM-L6-v2) and averaged into a centroid. A sample
-passes when its cosine similarity to its own label's centroid minus its similarity to the nearest other label's centroid is at least ``min_margin``. The margin is kept as the sample's
+passes when its cosine similarity to its own label's centroid minus its similarity to the nearest
+other label's centroid is at least ``min_margin``. The margin is kept as the sample's
 ``label_consistency`` score either way.
 
 Why: a small synthesizer often writes text that does not match the label it was asked for (on
@@ -26,12 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from streamsynth.eval.student import example_text
 from streamsynth.records import Sample, Verdict
 from streamsynth.task import Task
-
-
-def _text(inputs: Any, task: Task) -> str:
-    return " [SEP] ".join(inputs.get(f, "") for f in task.input_fields)
 
 
 class SeedLabelConsistencyCheck:
@@ -51,17 +49,17 @@ class SeedLabelConsistencyCheck:
         labels = tuple(lab for lab in task.label_names if task.seeds_for(lab))
         vecs = []
         for lab in labels:
-            v = self.embedder.encode([_text(e.inputs, task) for e in task.seeds_for(lab)]).mean(axis=0)
+            v = self.embedder.encode([example_text(e.inputs, task.input_fields) for e in task.seeds_for(lab)]).mean(axis=0)
             vecs.append(v / (np.linalg.norm(v) or 1.0))
         self.labels_ = labels
         self.centroids_ = np.stack(vecs) if vecs else None
 
     def verify(self, sample: Sample, task: Task) -> Verdict:
-        if self.centroids_ is None or self.labels_ != tuple(lab for lab in task.label_names if task.seeds_for(lab)):
+        if self.centroids_ is None:  # the run loop calls start(); direct callers may not
             self.start(task)
         if sample.output not in self.labels_ or len(self.labels_) < 2:
             return Verdict(self.name, True, "no seeds to compare with")
-        sims = self.centroids_ @ self.embedder.encode([_text(sample.inputs, task)])[0]
+        sims = self.centroids_ @ self.embedder.encode([example_text(sample.inputs, task.input_fields)])[0]
         own = self.labels_.index(sample.output)
         others = [i for i in range(len(self.labels_)) if i != own]
         nearest = max(others, key=lambda i: sims[i])
