@@ -26,8 +26,8 @@ from typing import Any
 
 from streamsynth.errors import StreamsynthError
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text
-from streamsynth.task import load_task, read_jsonl, read_spec, task_from_spec
-from streamsynth.task.spec import resolve_path
+from streamsynth.task import load_task, make_source, read_rows, read_spec, task_from_spec
+from streamsynth.task.spec import resolve_source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     task, spec = load(spec_path, args.seed)
     if not task.is_classification:
         raise SystemExit(f"error: {spec_path}: the student benchmark needs a classification task, got kind {task.kind!r}")
-    if task.test_path is None:
+    if task.test_source is None:
         raise SystemExit(f"error: {spec_path}: set 'data.test' in the spec; the student is scored on the test split")
     fields, labels = task.input_fields, set(task.label_names)
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     syn_labels: list[str] = []
     syn_skipped = 0
     for path in args.samples:
-        t, y, s = rows_to_xy(read_jsonl(Path(path), what="--samples"), fields, task.output_field, labels)
+        t, y, s = rows_to_xy(read_rows(make_source(Path(path)), what="--samples"), fields, task.output_field, labels)
         syn_texts += t
         syn_labels += y
         syn_skipped += s
@@ -99,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         if spec.data.train is None:
             raise SystemExit(f"error: {spec_path}: --real needs 'data.train' in the spec")
-        train_path = resolve_path(spec.data.train, spec_path.resolve().parent)
-        rows = read_jsonl(train_path, what="data.train")[: args.real]
+        rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")[: args.real]
         real_texts, real_labels, _ = rows_to_xy(rows, fields, task.output_field, labels)
 
-    test_rows = read_jsonl(Path(task.test_path), what="data.test")[: args.test_rows]
+    test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
     test_texts, test_labels, test_skipped = rows_to_xy(test_rows, fields, task.output_field, labels)
     if test_skipped:
         print(f"warning: {test_skipped} test rows lack a field or have a label outside the spec; skipped", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``generate`` end to end with the fake backend: the library API and the CLI."""
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -144,8 +145,14 @@ def test_cli_missing_spec_and_openai_without_url(tiny_task_spec, tmp_path):
 
 
 def test_cli_validate(tiny_task_spec):
-    r = runner.invoke(app, ["validate", str(tiny_task_spec)])
-    assert r.exit_code == 0 and "6 seeds" in r.output
+    r = runner.invoke(app, ["validate", str(tiny_task_spec)], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "train.jsonl: 12 rows, 6 chosen" in out  # seed source, its size, seeds chosen
+    assert "dev.jsonl: 4 rows" in out and "test         none" in out  # splits found
+    # labels with their row counts and seed counts
+    assert re.search(r"negative\s*│\s*6\s*│\s*3\s*│", out) and re.search(r"positive\s*│\s*6\s*│\s*3\s*│", out)
+    assert "i loved every minute" in out or "a joyful ride" in out or "the acting is superb" in out  # seeds shown
 
 
 def test_cli_generate_against_openai_compatible_server(tiny_task_spec, tmp_path, monkeypatch):
@@ -168,13 +175,11 @@ def test_cli_generate_against_openai_compatible_server(tiny_task_spec, tmp_path,
 
 @pytest.mark.parametrize("name", ["sst2", "ag_news", "trec", "emotion", "snli"])
 def test_every_shipped_classification_example_generates(name, tmp_path):
-    from conftest import SHARED_DATA, REPO
+    from conftest import REPO
     from streamsynth.program import SynthesisProgram
     from streamsynth.methods import AttributeConditionedStrategy
     from streamsynth.quality import default_checks
 
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"the shared data sets are not at {SHARED_DATA}")
     task = load_task(REPO / "examples" / f"{name}.yaml")
 
     def reply(request):

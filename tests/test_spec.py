@@ -16,12 +16,8 @@ from streamsynth.task import load_task, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-DATA = ROOT / ".." / "shared" / "data"
+DATA = EXAMPLES / "data"  # the examples carry their data: a clone runs with nothing beside it
 EXAMPLE_SPECS = sorted(EXAMPLES.glob("*.yaml"))
-
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark data not found at {DATA.resolve()} (shared/ must sit beside the repo)"
-)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -79,13 +75,18 @@ def test_examples_exist() -> None:
     assert EXAMPLE_SPECS, f"no example specs in {EXAMPLES}"
 
 
-@needs_data
-def test_every_data_folder_has_an_example() -> None:
+def test_every_data_folder_has_an_example_and_a_source_note() -> None:
     folders = {p.name for p in DATA.iterdir() if p.is_dir()}
-    assert folders <= {p.stem for p in EXAMPLE_SPECS}
+    assert folders and folders <= {p.stem for p in EXAMPLE_SPECS}
+    for f in folders:
+        assert "License" in (DATA / f / "SOURCE.md").read_text(encoding="utf-8")
 
 
-@needs_data
+@pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=[p.stem for p in EXAMPLE_SPECS])
+def test_example_points_inside_the_repository(path: Path) -> None:
+    assert "shared" not in path.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=[p.stem for p in EXAMPLE_SPECS])
 def test_example_loads(path: Path) -> None:
     task = load_task(path)
@@ -93,8 +94,8 @@ def test_example_loads(path: Path) -> None:
     assert task.description
     assert task.seeds
     assert all(not e.id.startswith("test") for e in task.seeds + task.dev)
-    if task.test_path is not None:
-        assert Path(task.test_path).is_file()
+    if task.test_source is not None:
+        assert task.test_source.path.is_file() and task.test_source.path.is_relative_to(DATA.resolve())
     if task.is_classification:
         counts = Counter(e.output for e in task.seeds)
         assert counts == {name: 8 for name in task.label_names}
@@ -104,13 +105,12 @@ def test_example_loads(path: Path) -> None:
         assert len(task.input_fields) == 2
 
 
-@needs_data
 def test_sst2_example_settings() -> None:
     task = load_task(EXAMPLES / "sst2.yaml")
     assert task.generation.max_new_tokens == 80
     assert task.generation.examples_in_prompt == 1
     assert set(task.attributes) == {"aspect", "style", "length"}
-    assert task.dev and task.test_path
+    assert task.dev and task.test_source
 
 
 # -- seeds --------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_relative_paths_start_at_the_spec_folder(toy: Path, tmp_path: Path, monk
     path = write_spec(toy / "specs", spec)
     monkeypatch.chdir(tmp_path.parent)  # somewhere else entirely
     task = load_task(path)
-    assert task.seeds and Path(task.test_path).resolve() == (toy / "test.jsonl").resolve()
+    assert task.seeds and task.test_source.path.resolve() == (toy / "test.jsonl").resolve()
 
 
 def test_env_vars_expand(toy: Path, monkeypatch) -> None:

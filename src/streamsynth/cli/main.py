@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
 
 
 class BackendKind(str, Enum):
@@ -166,14 +166,69 @@ def _summary(report) -> None:
 @app.command()
 @_friendly
 def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")) -> None:
-    """Check a task spec and its data without calling any model."""
+    """Check a task spec and its data without calling any model, and show what the task will look like."""
     from streamsynth.task import load_task
 
     task = load_task(spec)
-    labels = ", ".join(f"{lab}: {len(task.seeds_for(lab))}" for lab in task.label_names) or "-"
+    s = task.data_summary
+    con = Console(soft_wrap=True)
+    con.print(f"[green]ok[/] [bold]{task.name}[/] ({task.kind}): {task.description}", highlight=False)
+    con.print(f"  seeds from   {s['seeds_from']}: {s['seed_rows']} rows, {len(task.seeds)} chosen", highlight=False)
+    con.print(f"  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else "none"), highlight=False)
+    con.print(f"  test         " + (f"{s['test']} (read only by the final evaluation)" if s["test"] else "none"), highlight=False)
+    if task.is_classification:
+        table = Table(title="labels", title_justify="left")
+        for col in ("label", "rows", "seeds", "description"):
+            table.add_column(col, justify="right" if col in ("rows", "seeds") else "left")
+        for lab in task.labels:
+            table.add_row(lab.name, str(s["seed_label_counts"].get(lab.name, 0)), str(len(task.seeds_for(lab.name))), lab.description)
+        con.print(table)
+    if task.attributes:
+        con.print("  attributes   " + "; ".join(f"{k}: {', '.join(v)}" for k, v in task.attributes.items()), highlight=False)
+    seeds = Table(title="seeds chosen", title_justify="left")
+    seeds.add_column("id")
+    seeds.add_column("input", overflow="fold")
+    seeds.add_column("output", overflow="fold")
+    for e in task.seeds[:12]:
+        text = " | ".join(e.inputs[f] for f in task.input_fields)
+        seeds.add_row(e.id, text[:120] + ("..." if len(text) > 120 else ""), e.output[:60])
+    con.print(seeds)
+    if len(task.seeds) > 12:
+        con.print(f"  ... and {len(task.seeds) - 12} more seeds", highlight=False)
+
+
+@app.command()
+@_friendly
+def init(
+    name: str = typer.Argument(..., help="Task name (letters, digits, '_', '.', '-'); the spec is written to NAME.yaml."),
+    data: Path = typer.Option(..., "--from", help="Your data: .jsonl, .csv, .tsv, .parquet, or a save_to_disk folder."),
+    input: list[str] = typer.Option(["text"], "--input", "-i", help="Input field; give it twice for sentence pairs."),
+    label: str = typer.Option("label", "--label", "-l", help="Field with the label (or the answer, for --kind qa)."),
+    kind: Optional[str] = typer.Option(None, help="classification, pair_classification or qa [default: from the data]."),
+    dev: Optional[Path] = typer.Option(None, help="Optional dev data (feedback while generating)."),
+    test: Optional[Path] = typer.Option(None, help="Optional test data (read only by the final evaluation)."),
+    per_label: int = typer.Option(8, min=1, help="Seeds per label (or in all, for qa)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the spec [default: ./NAME.yaml]."),
+    force: bool = typer.Option(False, help="Replace an existing spec file."),
+) -> None:
+    """Write a commented starter spec for your own data, with the label set filled from it."""
+    from streamsynth.errors import ConfigError
+    from streamsynth.task.starter import starter_spec
+
+    spec_path = out or Path(f"{name}.yaml")
+    if spec_path.exists() and not force:
+        raise ConfigError(f"{spec_path} already exists; pick another --out, or pass --force to replace it")
+    starter = starter_spec(name, data, spec_path=spec_path, inputs=list(input), label=label, kind=kind,
+                           dev=dev, test=test, per_label=per_label)
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec_path.with_name(spec_path.name + ".tmp")
+    tmp.write_text(starter.text, encoding="utf-8")
+    tmp.replace(spec_path)  # never a half-written spec
+    labels = ", ".join(f"{k} ({v})" for k, v in starter.label_counts.items())
     Console().print(
-        f"[green]ok[/] {task.name} ({task.kind}): {len(task.seeds)} seeds ({labels}), "
-        f"{len(task.dev)} dev rows, test split {'set' if task.test_path else 'not set'}"
+        f"[green]wrote[/] {spec_path}: {starter.rows} rows" + (f", labels {labels}" if labels else "")
+        + f"\nnext: streamsynth validate {spec_path}   then   streamsynth generate {spec_path}",
+        highlight=False, soft_wrap=True,
     )
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamsynth.errors import SpecError
+
+if TYPE_CHECKING:
+    from streamsynth.task.sources import DataSource
 
 TaskKind = Literal["classification", "pair_classification", "qa", "code"]
 KINDS = ("classification", "pair_classification", "qa", "code")
@@ -37,10 +40,60 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DataRef(_Strict):
+    """A data source written as a mapping: a file or folder with an explicit format, or a hub dataset."""
+
+    path: str | None = Field(None, description="a file (.jsonl, .csv, .tsv, .parquet) or a save_to_disk folder")
+    format: Literal["jsonl", "json", "csv", "tsv", "parquet", "hf_disk"] | None = Field(
+        None, description="the file's format when its ending does not say it"
+    )
+    hf: str | None = Field(None, description="a Hugging Face dataset name, loaded with datasets.load_dataset")
+    config: str | None = Field(None, description="hf: the dataset's configuration (subset) name")
+    split: str | None = Field(None, description="hf: the split to read; save_to_disk folders: which split of a DatasetDict")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DataRef":
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("give either 'path' (a file or folder) or 'hf' (a dataset name), not both or neither")
+        if self.hf is not None and self.format is not None:
+            raise _FieldError("format", "'format' is for files; an 'hf' dataset has none")
+        if self.hf is not None and self.split is None:
+            raise _FieldError("split", f"an 'hf' dataset needs 'split', e.g. {{hf: {self.hf}, split: train}}")
+        if self.path is None and self.config is not None:
+            raise _FieldError("config", "'config' is for 'hf' datasets")
+        return self
+
+
+DataValue = str | DataRef
+
+
+def _data_value(v: Any) -> Any:
+    """Validate a data value here, so an error names the spec's field rather than a union member."""
+    if v is None or isinstance(v, (str, DataRef)):
+        return v
+    if isinstance(v, dict):
+        try:
+            return DataRef.model_validate(v)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            cause = (e.get("ctx") or {}).get("error")
+            where = ".".join(str(p) for p in e["loc"]) or (cause.field if isinstance(cause, _FieldError) else "")
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key; a data mapping takes path, format, hf, config and split"
+            raise ValueError(f"{where + ': ' if where else ''}{msg}") from None
+    raise ValueError(
+        f"must be a path (e.g. data/train.csv) or a mapping such as {{hf: NAME, split: train}} "
+        f"or {{path: FILE, format: csv}}; got {v!r}"
+    )
+
+
 class DataSpec(_Strict):
-    train: str | None = Field(None, description="JSONL with real examples; seeds come from here")
-    dev: str | None = Field(None, description="optional JSONL for feedback while synthesizing")
-    test: str | None = Field(None, description="optional JSONL used only by the final evaluation")
+    train: DataValue | None = Field(None, description="real examples (any supported format); seeds come from here")
+    dev: DataValue | None = Field(None, description="optional data for feedback while synthesizing")
+    test: DataValue | None = Field(None, description="optional data used only by the final evaluation")
+
+    _check = field_validator("train", "dev", "test", mode="before")(lambda cls, v: _data_value(v))
 
 
 class FieldsSpec(_Strict):
@@ -79,12 +132,14 @@ class LabelSpec(_Strict):
 
 
 class SeedsSpec(_Strict):
-    source: str = Field("train", alias="from", description="a split name (train, dev) or a JSONL path")
+    source: DataValue = Field("train", alias="from", description="a split name (train, dev), a path, or a data mapping")
     per_label: int | None = Field(None, ge=1, description="k seeds per label (classification)")
     n: int | None = Field(None, ge=1, description="n seeds in all")
     seed: int = Field(0, description="random seed for choosing seeds")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _check = field_validator("source", mode="before")(lambda cls, v: _data_value(v))
 
     @model_validator(mode="after")
     def _one_of(self) -> "SeedsSpec":
@@ -212,6 +267,21 @@ def read_spec(path: str | os.PathLike) -> TaskSpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"is not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix the syntax", path=str(p)) from None
     return parse_spec(raw, path=str(p))
+
+
+def resolve_source(value: "DataValue", base: Path, *, what: str = "data") -> "DataSource":
+    """A spec's data value as a ``DataSource``: paths resolved against ``base`` (the spec's folder).
+
+    ``what`` names the spec key (e.g. 'data.train') in the error when a path does not exist.
+    """
+    from streamsynth.task.sources import make_source
+
+    if isinstance(value, str):
+        return make_source(resolve_path(value, base), what=what)
+    if value.hf is not None:
+        return make_source(hf=value.hf, config=value.config, split=value.split)
+    assert value.path is not None
+    return make_source(resolve_path(value.path, base), fmt=value.format, split=value.split, what=what)
 
 
 def resolve_path(value: str, base: Path) -> Path:

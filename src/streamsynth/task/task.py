@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +13,8 @@ from typing import Any, Mapping
 from streamsynth.errors import DataError, SpecError
 from streamsynth.fingerprint import fingerprint
 from streamsynth.records import Example
-from streamsynth.task.spec import GenerationSpec, TaskSpec, read_spec, resolve_path
+from streamsynth.task.sources import DataSource, read_rows
+from streamsynth.task.spec import GenerationSpec, TaskSpec, read_spec, resolve_source
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +35,15 @@ class Task:
     labels: tuple[Label, ...]
     seeds: tuple[Example, ...]
     dev: tuple[Example, ...] = ()
-    test_path: str | None = None
+    test_source: DataSource | None = None  # a reference only; Task never holds test rows
     answer_format: str | None = None
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     generation: GenerationSpec = GenerationSpec()
     tests_field: str | None = None
     entry_point_field: str | None = None
     fingerprint: str = ""
+    # What was read, for people (``streamsynth validate``): sources, row counts, label counts. Not fingerprinted.
+    data_summary: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -54,38 +57,14 @@ class Task:
         return tuple(e for e in self.seeds if e.output == label)
 
 
-def read_jsonl(path: Path, *, what: str) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line gives an error with its number."""
-    if not path.is_file():
-        raise DataError(f"{what}: no such file {path}; check the path in the spec (relative paths start at the spec's folder)")
-    rows: list[dict[str, Any]] = []
-    n = 0
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
-                rows.append(row)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}:{n + 1}: not valid UTF-8; JSONL files must be UTF-8 text") from None
-    if not rows:
-        raise DataError(f"{what}: {path} has no rows; point the spec at a JSONL file with data")
-    return rows
-
-
 def _to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
 
 
-def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, path: Path) -> list[Example]:
+def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, path: DataSource | Path | str) -> list[Example]:
+    """Map rows to ``Example``s by the spec's fields; an error names the source, the row and the fix."""
     inputs = spec.fields.inputs
     needed = list(inputs) + [spec.fields.output]
     if spec.kind == "code" and spec.fields.tests:
@@ -134,13 +113,6 @@ def choose_seeds(examples: list[Example], spec: TaskSpec) -> list[Example]:
     return order[:n]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
-
-
 def load_task(path: str | os.PathLike) -> Task:
     """Read a task spec and its seed and dev data into a ``Task``."""
     spec_path = Path(path)
@@ -149,35 +121,39 @@ def load_task(path: str | os.PathLike) -> Task:
 
 
 def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Task:
-    splits = {k: v for k, v in spec.data.model_dump().items() if v is not None}
+    splits = {k: getattr(spec.data, k) for k in ("train", "dev", "test") if getattr(spec.data, k) is not None}
     src = spec.seeds.source
-    if src in ("train", "dev"):
+    if isinstance(src, str) and src in ("train", "dev"):
         if src not in splits:
             raise SpecError(f"seeds come from '{src}' but 'data.{src}' is not set; set it or change 'seeds.from'", field="seeds.from", path=source)
-        seed_path, seed_split = resolve_path(splits[src], base), src
+        seed_src, seed_split, what = resolve_source(splits[src], base, what=f"data.{src}"), src, f"data.{src}"
     elif src == "test":
         raise SpecError("seeds may never come from the test split; use 'train' or 'dev'", field="seeds.from", path=source)
     else:
-        seed_path, seed_split = resolve_path(src, base), "seeds"
-        if "test" in splits and _same_file(seed_path, resolve_path(splits["test"], base)):
+        seed_src, seed_split, what = resolve_source(src, base, what="seeds.from"), "seeds", "seeds.from"
+        if "test" in splits and seed_src.same_as(resolve_source(splits["test"], base, what="data.test")):
             raise SpecError(
-                "seeds may never come from the test split, and this path is the file 'data.test' names; "
-                "use 'train', 'dev' or another file",
+                "seeds may never come from the test split, and this is the data 'data.test' names; "
+                "use 'train', 'dev' or other data",
                 field="seeds.from",
                 path=source,
             )
-    seed_examples = rows_to_examples(read_jsonl(seed_path, what="seeds"), spec, split=seed_split, path=seed_path)
+    seed_examples = rows_to_examples(read_rows(seed_src, what=what), spec, split=seed_split, path=seed_src)
     seeds = choose_seeds(seed_examples, spec)
     dev: list[Example] = []
     if "dev" in splits:
-        dev_path = resolve_path(splits["dev"], base)
-        dev = rows_to_examples(read_jsonl(dev_path, what="data.dev"), spec, split="dev", path=dev_path)
-    test_path = None
-    if "test" in splits:
-        tp = resolve_path(splits["test"], base)
-        if not tp.is_file():
-            raise DataError(f"data.test: no such file {tp}; fix the path or remove 'data.test'")
-        test_path = str(tp)
+        dev_src = resolve_source(splits["dev"], base, what="data.dev")
+        dev = rows_to_examples(read_rows(dev_src, what="data.dev"), spec, split="dev", path=dev_src)
+    # The test split is only named here (never read): the final evaluation alone reads it.
+    test_source = resolve_source(splits["test"], base, what="data.test") if "test" in splits else None
+    summary = {
+        "seeds_from": str(seed_src),
+        "seed_rows": len(seed_examples),
+        "seed_label_counts": dict(Counter(e.output for e in seed_examples)),
+        "dev": str(dev_src) if "dev" in splits else None,
+        "dev_rows": len(dev),
+        "test": str(test_source) if test_source else None,
+    }
     labels = tuple(Label(lab.name, lab.description) for lab in spec.labels or [])
     attrs = {k: tuple(v) for k, v in (spec.attributes or {}).items()}
     fp = fingerprint(
@@ -192,11 +168,12 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
         labels=labels,
         seeds=tuple(seeds),
         dev=tuple(dev),
-        test_path=test_path,
+        test_source=test_source,
         answer_format=spec.answer_format,
         attributes=attrs,
         generation=spec.generation,
         tests_field=spec.fields.tests,
         entry_point_field=spec.fields.entry_point,
         fingerprint=fp,
+        data_summary=summary,
     )
