@@ -6,9 +6,10 @@ import pytest
 
 import streamsynth
 from streamsynth.backends import Backend, FakeBackend, OpenAIChatBackend
-from streamsynth.methods import AttributeConditionedStrategy, Strategy
-from streamsynth.quality import Check, default_checks
-from streamsynth.records import CompletionRequest, GenerationParams, Message
+from streamsynth.methods import AttributeConditionedStrategy, Method, SelfConsistencyLabel
+from streamsynth.quality import Check, KeepAll, SeedLabelConsistencyCheck, default_checks
+from streamsynth.records import CompletionRequest, GenerationParams, Message, Provenance, Sample
+from streamsynth.testing import check_backend, check_check, check_method, check_selector
 from streamsynth.testing.mock_server import MockOpenAIServer
 
 
@@ -18,23 +19,8 @@ def test_public_api_is_sorted_and_importable():
         assert getattr(streamsynth, name) is not None
 
 
-def _requests(n):
-    return [
-        CompletionRequest((Message("user", f"say {i}"),), GenerationParams(max_new_tokens=16), seed=0, sample_index=i)
-        for i in range(n)
-    ]
-
-
-def _check_backend(backend):
-    assert isinstance(backend, Backend)
-    model_id = backend.model_id
-    assert model_id and model_id == backend.model_id
-    out = backend.complete_sync(_requests(5))
-    assert len(out) == 5
-    assert all(c.ok and isinstance(c.text, str) and c.completion_tokens >= 0 and not c.cached for c in out)
-    assert backend.complete_sync([]) == []
-    again = backend.complete_sync(_requests(5)[2:3])[0]
-    assert again.text == out[2].text  # same request, same answer (seeded)
+_check_backend = check_backend
+from streamsynth.testing.contracts import _requests  # noqa: E402
 
 
 def test_fake_backend_contract():
@@ -88,18 +74,56 @@ def test_every_check_has_a_name_and_returns_a_verdict(check, tiny_task_spec):
     assert v.check
 
 
-def test_strategies_are_pure_in_index_and_seed(tiny_task_spec):
+def _methods():
+    return [AttributeConditionedStrategy(), SelfConsistencyLabel(votes=3)]
+
+
+@pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
+def test_every_method_keeps_the_method_contract(method, tiny_task_spec):
+    from streamsynth.task import load_task
+
+    check_method(method, load_task(tiny_task_spec))
+
+
+def _samples():
+    texts = ["a bright and clever film about a dog", "a dull , slow mess", "a bright and clever film about a dog", "x"]
+    return [Sample(f"s{i}", "tiny", {"text": t}, "positive" if i % 2 == 0 else "negative",
+                   Provenance("s", "p", "f", "r", "m", 0, i)) for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("check", default_checks(), ids=lambda c: c.name)
+def test_every_check_keeps_the_check_contract(check, tiny_task_spec):
+    from streamsynth.task import load_task
+
+    check_check(check, load_task(tiny_task_spec), _samples())
+
+
+@pytest.mark.slow
+def test_label_check_keeps_the_check_contract(tiny_task_spec):
+    from streamsynth.task import load_task
+
+    check_check(SeedLabelConsistencyCheck(), load_task(tiny_task_spec), _samples())
+
+
+@pytest.mark.parametrize("selector", [KeepAll()], ids=lambda s: s.name)
+def test_every_selector_keeps_the_selector_contract(selector, tiny_task_spec):
+    from streamsynth.task import load_task
+
+    check_selector(selector, load_task(tiny_task_spec), _samples())
+
+
+def test_methods_plan_purely_and_record_their_attributes(tiny_task_spec):
     from streamsynth.task import load_task
 
     task = load_task(tiny_task_spec)
     strat = AttributeConditionedStrategy()
-    assert isinstance(strat, Strategy)
-    asyncio.run(strat.prepare(task, None, seed=0))
-    a = strat.propose(task, range(10), seed=0)
-    b = strat.propose(task, [3, 7], seed=0)
-    assert [p.request for p in b] == [a[3].request, a[7].request]
-    assert [p.request for p in strat.propose(task, range(10), seed=1)] != [p.request for p in a]
-    assert strat.state()["attributes"] == {"aspect": ["acting", "plot", "music"], "length": ["short", "long"]}
+    assert isinstance(strat, Method)
+    asyncio.run(strat.prepare(task, None))
+    a = [strat.plan(task, i, 0) for i in range(10)]
+    assert [strat.plan(task, i, 0) for i in (3, 7)] == [a[3], a[7]]
+    assert [strat.plan(task, i, 1) for i in range(10)] != a
+    assert strat.dump_state()["fitted"]["attributes_"] == {"aspect": ["acting", "plot", "music"], "length": ["short", "long"]}
+    assert "fitted" not in strat.config_state()
 
 
 def test_missing_packaged_model_gives_an_install_hint():

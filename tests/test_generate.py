@@ -269,7 +269,7 @@ def test_model_proposes_attributes_once_when_the_spec_has_none(tiny_task_spec, t
     report = generate(task, fake, budget=9)
     assert report.manifest["usage"]["setup_queries"] == 1
     assert sum(r.sample_index == -1 for r in fake.requests) == 1
-    attrs = report.manifest["program"]["strategies"][0]["attributes"]
+    attrs = report.manifest["program"]["methods"][0]["fitted"]["attributes_"]
     assert attrs["topic"] == ["Family drama", "Space adventure", "Courtroom thriller"]
     assert {"style", "length"} <= set(attrs)
     topics = {s.provenance.conditioning["attributes"]["topic"] for s in report.result.accepted}

@@ -57,25 +57,37 @@ def test_budget_rejects_negative_caps():
         BudgetMeter(-1)
 
 
+async def _call_all(eng, reqs):
+    out = await asyncio.gather(*(eng.call(r) for r in reqs))
+    await eng.aclose()  # commits the buffered cache writes
+    return [c for c, _ in out]
+
+
 def test_engine_serves_cache_hits_without_calling_the_backend(tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
     fake = FakeBackend()
     eng = Engine(fake, BudgetMeter(100), cache)
-    first = asyncio.run(eng.complete(_reqs(4)))
+    first = asyncio.run(_call_all(eng, _reqs(4)))
     assert fake.calls == 4 and not any(c.cached for c in first)
     eng2 = Engine(fake, BudgetMeter(100), cache)
-    second = asyncio.run(eng2.complete(_reqs(6)))
+    second = asyncio.run(_call_all(eng2, _reqs(6)))
     assert fake.calls == 6  # only the two new ones
     assert [c.text for c in second[:4]] == [c.text for c in first]
     assert eng2.meter.cost.calls == 2 and eng2.meter.cost.cached_calls == 4
 
 
-def test_engine_stops_at_the_cap_and_does_not_cache_failures(tmp_path):
+def test_engine_batches_concurrent_calls_and_does_not_cache_failures(tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
-    fake = FakeBackend(fail=lambda r: "http 500 after 5 attempts" if r.sample_index == 1 else None)
-    eng = Engine(fake, BudgetMeter(3), cache)
-    out = asyncio.run(eng.complete(_reqs(5)))
-    assert len(out) == 3 and fake.calls == 3
+    sizes = []
+
+    class Counting(FakeBackend):
+        async def complete(self, requests):
+            sizes.append(len(requests))
+            return await super().complete(requests)
+
+    fake = Counting(fail=lambda r: "http 500 after 5 attempts" if r.sample_index == 1 else None, batch_size=4)
+    eng = Engine(fake, BudgetMeter(None), cache)
+    out = asyncio.run(_call_all(eng, _reqs(10)))
+    assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) <= 4  # concurrent callers share backend batches
     assert out[1].error and eng.meter.failed == 1
-    assert len(cache) == 2
-    assert asyncio.run(eng.complete(_reqs(1, 10))) == []
+    assert len(cache) == 9

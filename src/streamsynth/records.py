@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from streamsynth.fingerprint import fingerprint
+from streamsynth.fingerprint import derive_seed, fingerprint
 
 Role = Literal["system", "user", "assistant"]
 
@@ -53,16 +53,29 @@ class CompletionRequest:
     params: GenerationParams = GenerationParams()
     seed: int = 0
     sample_index: int = 0
+    #: which call of the item this is: a step name and a repeat number (self-consistency's k-th answer)
+    step: str = ""
+    k: int = 0
+
+    @property
+    def sampling_seed(self) -> int:
+        """The seed a backend samples this request with: a function of (seed, item, step, k) only."""
+        if not self.step and not self.k:
+            return derive_seed(self.seed, self.sample_index)
+        return derive_seed(self.seed, self.sample_index, self.step, self.k)
 
     def key_material(self, model_id: str) -> dict[str, Any]:
         """Everything a response depends on; the cache key is its fingerprint."""
-        return {
+        material = {
             "model": model_id,
             "messages": [m.to_dict() for m in self.messages],
             "params": self.params.to_dict(),
             "seed": self.seed,
             "sample_index": self.sample_index,
         }
+        if self.step or self.k:  # single-call methods keep the keys they always had
+            material["step"], material["k"] = self.step, self.k
+        return material
 
     def cache_key(self, model_id: str) -> str:
         return fingerprint(self.key_material(model_id))
@@ -159,6 +172,15 @@ class Cost:
             self.dollars + other.dollars,
         )
 
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(
+            self.calls - other.calls,
+            self.cached_calls - other.cached_calls,
+            self.prompt_tokens - other.prompt_tokens,
+            self.completion_tokens - other.completion_tokens,
+            self.dollars - other.dollars,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -176,6 +198,26 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One model call an item made: which step, which request, what it cost, how it ended."""
+
+    name: str
+    k: int
+    request_fingerprint: str
+    cached: bool
+    cost: Cost
+    outcome: str = "ok"  # "ok", or "error: <reason>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "k": self.k, "request_fingerprint": self.request_fingerprint,
+                "cached": self.cached, "cost": self.cost.to_dict(), "outcome": self.outcome}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Step":
+        return cls(d["name"], int(d["k"]), d["request_fingerprint"], bool(d["cached"]), Cost(**d["cost"]), d.get("outcome", "ok"))
+
+
+@dataclass(frozen=True, slots=True)
 class Provenance:
     """Where a sample came from: enough to credit feedback to the choice that made it."""
 
@@ -189,9 +231,22 @@ class Provenance:
     conditioning: Mapping[str, Any] = field(default_factory=dict)
     seed_example_ids: tuple[str, ...] = ()
     parents: tuple[str, ...] = ()
+    #: every model call the item made, in order (a multi-call method has several)
+    steps: tuple[Step, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Provenance":
+        return cls(
+            strategy=d["strategy"], pattern=d["pattern"], prompt_fingerprint=d["prompt_fingerprint"],
+            request_fingerprint=d["request_fingerprint"], model=d["model"], seed=int(d["seed"]),
+            sample_index=int(d["sample_index"]), conditioning=dict(d.get("conditioning") or {}),
+            seed_example_ids=tuple(d.get("seed_example_ids") or ()), parents=tuple(d.get("parents") or ()),
+            steps=tuple(Step.from_dict(x) for x in d.get("steps") or ()),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "steps": [x.to_dict() for x in self.steps],
             "strategy": self.strategy,
             "pattern": self.pattern,
             "prompt_fingerprint": self.prompt_fingerprint,
@@ -216,6 +271,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "passed": self.passed, "reason": self.reason, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
+        return cls(d["check"], bool(d["passed"]), d.get("reason", ""), d.get("score"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,3 +331,13 @@ class Sample:
             "scores": dict(self.scores),
             "rejected_reason": self.rejected_reason,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Sample":
+        """The inverse of ``to_dict`` (journals and resumed runs read samples back with it)."""
+        return cls(
+            id=d["id"], task=d["task"], inputs=dict(d["inputs"]), output=d["output"],
+            provenance=Provenance.from_dict(d["provenance"]), raw_text=d.get("raw_text", ""),
+            cost=Cost(**d.get("cost") or {}), verdicts=tuple(Verdict.from_dict(v) for v in d.get("verdicts") or ()),
+            scores=dict(d.get("scores") or {}), rejected_reason=d.get("rejected_reason"),
+        )

@@ -235,7 +235,7 @@ class LocalHFBackend(BaseBackend):
         tok, model = self._tokenizer, self._model
         t0 = time.perf_counter()
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        seeds = [derive_seed(r.seed, r.sample_index) for r in reqs]
+        seeds = [r.sampling_seed for r in reqs]
         sampler = _SeededSampler(seeds, params.temperature, params.top_p)
         prompt_len = enc["input_ids"].shape[1]
         stopper = _StopOnStrings(tok, params.stop, prompt_len)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 from enum import Enum
 from pathlib import Path
@@ -98,7 +99,22 @@ def generate(
     overwrite: bool = typer.Option(False, help="Replace an output folder that holds a different run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Generate a labeled synthetic data set for the task in SPEC."""
+    """Generate a labeled synthetic data set for the task in SPEC.
+
+    An output folder that holds an unfinished run of the same config (killed, interrupted) is
+    resumed: finished items are read from its journal and not generated again.
+    """
+    params = {k: v for k, v in locals().items()}
+    params["spec"] = str(Path(spec).resolve())
+    params["backend"] = backend.value
+    for k in ("out", "cache_dir"):
+        params[k] = str(Path(params[k]).resolve()) if params[k] is not None else None
+    _generate(**params)
+
+
+def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concurrency, timeout, batch_size, seed,
+              target, max_tokens, max_dollars, price_prompt, price_completion, cache_dir, no_cache, overwrite,
+              quiet) -> None:
     from streamsynth.api import agenerate
     from streamsynth.backends.local_hf import default_cache_dir
     from streamsynth.cli.progress import LiveProgress
@@ -106,6 +122,9 @@ def generate(
     from streamsynth.runtime import Prices, ResponseCache
     from streamsynth.task import load_task
 
+    command = {k: v for k, v in locals().items() if k != "quiet"}  # what `resume` needs; never the key itself
+    backend = BackendKind(backend)
+    spec, cache_dir = Path(spec), Path(cache_dir) if cache_dir is not None else None
     task = load_task(spec)
     if max_dollars is not None and not (price_prompt or price_completion):
         raise ConfigError("--max-dollars needs --price-prompt and/or --price-completion to count dollars")
@@ -115,8 +134,10 @@ def generate(
         timeout=timeout, batch_size=batch_size, cache_dir=cache_root,
     )
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
-    out_dir = out or Path("runs") / task.name
+    out_dir = Path(out) if out is not None else Path("runs") / task.name
+    command["out"] = str(out_dir.resolve())
     progress = LiveProgress(task.name, budget, console=err, enabled=not quiet)
+    command_file = out_dir / RUN_COMMAND
     config = {"backend": backend.value, "spec": str(spec), "cache": not no_cache}
 
     async def _run():
@@ -127,6 +148,7 @@ def generate(
                     max_tokens=max_tokens, max_dollars=max_dollars,
                     prices=Prices(price_prompt, price_completion), overwrite=overwrite,
                     on_progress=progress.update, config=config,
+                    on_start=lambda: _write_command(command_file, command),
                 )
         finally:
             await be.aclose()
@@ -140,9 +162,41 @@ def generate(
         if cache is not None:
             cache.close()
     _summary(report)
+    if report.result.resumed_items:
+        err.print(f"resumed: {report.result.resumed_items} finished items read from the journal in {out_dir}", highlight=False)
     if report.result.stopped_reason == "interrupted":
         err.print(f"[yellow]interrupted[/]: the samples made so far are in {out_dir}; rerun to continue from the cache")
         raise typer.Exit(130)
+
+
+RUN_COMMAND = "command.json"
+
+
+def _write_command(path: Path, command: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(command, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+@app.command()
+@_friendly
+def resume(
+    run_dir: Path = typer.Argument(..., help="Output folder of an unfinished run (it holds command.json and journal.jsonl)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Resume an unfinished run (killed or interrupted) with the command that started it."""
+    from streamsynth.errors import ConfigError
+
+    path = run_dir / RUN_COMMAND
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no {RUN_COMMAND}; it is not a run started by `streamsynth generate`")
+    try:
+        command = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise ConfigError(f"{path} is not valid JSON; start the run again with `streamsynth generate`") from None
+    if not (run_dir / "journal.jsonl").is_file():
+        err.print(f"{run_dir} has no unfinished work (no journal); running its command again reads the cache", highlight=False)
+    _generate(**{**command, "quiet": quiet, "overwrite": False})
 
 
 def _summary(report) -> None:

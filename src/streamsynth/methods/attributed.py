@@ -12,15 +12,16 @@ classification.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from typing import Any, Mapping, Sequence
 
-from streamsynth.fingerprint import derive_seed
-from streamsynth.methods.base import Proposal, base_sample
+from streamsynth.errors import ConfigError
+from streamsynth.fingerprint import derive_seed, fingerprint
+from streamsynth.methods.base import Item, failed_sample, new_sample
 from streamsynth.quality.clean import clean_text
-from streamsynth.records import Completion, CompletionRequest, Cost, GenerationParams, Message, Sample
+from streamsynth.records import Completion, GenerationParams, Message, Sample
+from streamsynth.state import Stateful, component
 from streamsynth.task import Task
 
 TEMPLATE_VERSION = "attr-v2"
@@ -34,8 +35,18 @@ FALLBACK_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
 _PAIR_LINE = re.compile(r"^\s*\**\s*(premise|hypothesis|sentence\s*[12ab])\s*\**\s*[:\-]\s*(.+)$", re.IGNORECASE)
 
 
-class AttributeConditionedStrategy:
-    """Label, attributes, few-shot seeds -> one new example."""
+DEFAULT_TEMPLATES: Mapping[str, str] = {
+    # {what}: "one movie review sentence" or "a premise and a hypothesis"; {desc}: ": <label description>" or ""
+    "instruction": "Write {what} labeled {label}{desc}.",
+    "attribute": "{name}: {value}.",
+    "reply": "Reply with the {noun} only.",
+    "reply_pair": "Reply in exactly two lines, '{a}: ...' and '{b}: ...'.",
+}
+
+
+@component("attr_new")
+class AttributeConditionedStrategy(Stateful):
+    """Label, attributes, few-shot seeds -> one new example (one model call per item)."""
 
     name = "attr_new"
 
@@ -44,25 +55,29 @@ class AttributeConditionedStrategy:
         *,
         attributes: Mapping[str, Sequence[str]] | None = None,
         examples_in_prompt: int | None = None,
-        params: GenerationParams | None = None,
+        params: GenerationParams | Mapping[str, Any] | None = None,
         label_weights: Mapping[str, float] | None = None,
+        templates: Mapping[str, str] | None = None,
     ) -> None:
         self.attributes = {k: tuple(v) for k, v in (attributes or {}).items()}
         self.examples_in_prompt = examples_in_prompt
-        self.params = params
+        self.params = GenerationParams(**{**params, "stop": tuple(params.get("stop", ()))}) if isinstance(params, Mapping) else params
         self.label_weights = dict(label_weights or {})
+        self.templates = {**DEFAULT_TEMPLATES, **(templates or {})}
+        unknown = set(self.templates) - set(DEFAULT_TEMPLATES)
+        if unknown:
+            raise ConfigError(f"unknown template names {sorted(unknown)}; the templates are {sorted(DEFAULT_TEMPLATES)}")
         self.attributes_: dict[str, tuple[str, ...]] = {}
 
-    # -- state --------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "template": TEMPLATE_VERSION,
-            "attributes": {k: list(v) for k, v in (self.attributes_ or self.attributes).items()},
-            "examples_in_prompt": self.examples_in_prompt,
-            "params": self.params.to_dict() if self.params else None,
-            "label_weights": self.label_weights,
-        }
+    @property
+    def template_version(self) -> str:
+        """``attr-v2`` for the shipped templates; a fingerprint of the text for changed ones."""
+        if self.templates == dict(DEFAULT_TEMPLATES):
+            return TEMPLATE_VERSION
+        return "attr-" + fingerprint(self.templates)[:8]
+
+    def restore_fitted(self, fitted: Mapping[str, Any]) -> None:
+        self.attributes_ = {k: tuple(v) for k, v in (fitted.get("attributes_") or {}).items()}
 
     def _params(self, task: Task) -> GenerationParams:
         if self.params is not None:
@@ -75,17 +90,21 @@ class AttributeConditionedStrategy:
         return task.generation.examples_in_prompt if self.examples_in_prompt is None else self.examples_in_prompt
 
     # -- prepare: attributes --------------------------------------------------------------
-    async def prepare(self, task: Task, engine: Any, *, seed: int) -> None:
+    def setup_calls(self, task: Task) -> int:
+        """Model calls ``prepare`` may make: one, to propose attributes when none are given."""
+        return 0 if (self.attributes or task.attributes or not task.generation.propose_attributes) else 1
+
+    async def prepare(self, task: Task, lm: Any) -> None:
         if self.attributes:
             self.attributes_ = dict(self.attributes)
         elif task.attributes:
             self.attributes_ = dict(task.attributes)
-        elif task.generation.propose_attributes and engine is not None:
-            self.attributes_ = await propose_attributes(task, engine, seed=seed)
+        elif task.generation.propose_attributes and lm is not None:
+            self.attributes_ = await propose_attributes(task, lm)
         else:
             self.attributes_ = dict(FALLBACK_ATTRIBUTES)
 
-    # -- propose ----------------------------------------------------------------------------
+    # -- plan ------------------------------------------------------------------------------
     def _label_for(self, task: Task, index: int, seed: int) -> str:
         names = task.label_names
         if not self.label_weights:
@@ -96,59 +115,55 @@ class AttributeConditionedStrategy:
         weights = [max(0.0, float(self.label_weights.get(n, 1.0))) for n in names]
         return random.Random(derive_seed(seed, "label", index)).choices(names, weights=weights)[0]
 
-    def propose(self, task: Task, indices: Sequence[int], *, seed: int) -> list[Proposal]:
-        attrs = self.attributes_ or dict(FALLBACK_ATTRIBUTES)
-        params = self._params(task)
-        k = self._k(task)
-        out = []
-        for i in indices:
-            rng = random.Random(derive_seed(seed, self.name, i))
-            label = self._label_for(task, i, seed)
-            chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
-            pool = list(task.seeds_for(label))
-            shots = rng.sample(pool, min(k, len(pool)))
-            messages = render_messages(task, label, chosen, shots)
-            pattern = TEMPLATE_VERSION + ":" + "|".join(f"{a}={v}" for a, v in chosen.items())
-            out.append(
-                Proposal(
-                    request=CompletionRequest(messages, params, seed=seed, sample_index=i),
-                    strategy=self.name,
-                    pattern=pattern,
-                    conditioning={"label": label, "attributes": chosen, "template": TEMPLATE_VERSION},
-                    seed_example_ids=tuple(e.id for e in shots),
-                )
-            )
-        return out
+    def plan(self, task: Task, index: int, seed: int) -> Item:
+        attrs = self.attributes_ or self.attributes or dict(task.attributes) or dict(FALLBACK_ATTRIBUTES)
+        rng = random.Random(derive_seed(seed, self.name, index))
+        label = self._label_for(task, index, seed)
+        chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
+        pool = list(task.seeds_for(label))
+        shots = tuple(rng.sample(pool, min(self._k(task), len(pool))))
+        version = self.template_version
+        return Item(
+            task=task, index=index, seed=seed, method=self.name, max_calls=1,
+            pattern=version + ":" + "|".join(f"{a}={v}" for a, v in chosen.items()),
+            label=label, attributes=chosen, demonstrations=shots, params=self._params(task),
+            conditioning={"label": label, "attributes": chosen, "template": version},
+        )
 
-    # -- parse ---------------------------------------------------------------------------
-    def parse(self, task: Task, proposal: Proposal, completion: Completion, *, model_id: str, cost: Cost) -> Sample:
-        s = base_sample(task, proposal, completion, model_id=model_id, cost=cost)
-        label = proposal.conditioning["label"]
+    def messages(self, item: Item) -> tuple[Message, ...]:
+        return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, self.templates)
+
+    # -- run ---------------------------------------------------------------------------------
+    async def run(self, item: Item, lm: Any) -> list[Sample]:
+        task = item.task
+        completion = await lm.complete(self.messages(item), item.params)
+        return [self.parse(item, lm, completion)]
+
+    def parse(self, item: Item, lm: Any, completion: Completion) -> Sample:
+        task, label = item.task, item.label or ""
+        field0 = task.input_fields[0]
         if not completion.ok:
-            return _replace(s, output=label).reject("backend_error", completion.error or "unknown error")
+            return failed_sample(item, lm, completion, field_name=field0)
         if task.kind == "pair_classification":
             pair = parse_pair(completion.text, task.input_fields)
             if pair is None:
-                return _replace(s, output=label).reject(
+                s = new_sample(item, lm, inputs={}, output=label, raw_text=completion.text)
+                return s.reject(
                     "malformed", f"expected '{task.input_fields[0].title()}:' and '{task.input_fields[1].title()}:' lines"
                 )
-            return _replace(s, inputs=pair, output=label)
+            return new_sample(item, lm, inputs=pair, output=label, raw_text=completion.text)
         text = completion.text
         if completion.finish_reason == "length":
             # cut back to the last full sentence; a reply with none is rejected as overlong
             text = trim_to_sentence(text)
             if not text:
-                s = _replace(s, inputs={task.input_fields[0]: completion.text}, output=label)
-                return s.reject("overlong", f"reply hit the {proposal.request.params.max_new_tokens}-token limit inside its first sentence")
+                s = new_sample(item, lm, inputs={field0: completion.text}, output=label, raw_text=completion.text)
+                return s.reject("overlong", f"reply hit the {item.params.max_new_tokens}-token limit inside its first sentence")
         cleaned = clean_text(text, labels=task.label_names).text
         if len(cleaned) > task.generation.max_chars:
             # several sentences where one was asked for: keep the whole sentences that fit
             cleaned = fit_sentences(cleaned, task.generation.max_chars) or cleaned
-        return _replace(s, inputs={task.input_fields[0]: cleaned}, output=label)
-
-
-def _replace(sample: Sample, **changes: Any) -> Sample:
-    return dataclasses.replace(sample, **changes)
+        return new_sample(item, lm, inputs={field0: cleaned}, output=label, raw_text=completion.text)
 
 
 def _quote(text: str, limit: int = 400) -> str:
@@ -156,7 +171,7 @@ def _quote(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def label_instruction(task: Task, label: str) -> str:
+def label_instruction(task: Task, label: str, templates: Mapping[str, str] = DEFAULT_TEMPLATES) -> str:
     """'Write one movie review sentence labeled negative: the writer dislikes the film.'"""
     noun = task.generation.input_noun
     desc = {lab.name: lab.description for lab in task.labels}.get(label, "")
@@ -165,7 +180,7 @@ def label_instruction(task: Task, label: str) -> str:
         what = f"a {a} and a {b}"
     else:
         what = f"one {noun}"
-    return f"Write {what} labeled {label}" + (f": {desc}." if desc else ".")
+    return templates["instruction"].format(what=what, label=label, desc=f": {desc}" if desc else "", noun=noun)
 
 
 def render_shot(task: Task, example: Any) -> str:
@@ -174,7 +189,8 @@ def render_shot(task: Task, example: Any) -> str:
     return _quote(example.inputs[task.input_fields[0]])
 
 
-def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots: Sequence[Any]) -> tuple[Message, ...]:
+def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots: Sequence[Any],
+                    templates: Mapping[str, str] = DEFAULT_TEMPLATES) -> tuple[Message, ...]:
     """Few-shot as earlier chat turns, then the instruction with the chosen attributes.
 
     Measured on sst2 with SmolLM2-135M-Instruct (48 samples per variant, dev split): this shape
@@ -182,17 +198,18 @@ def render_messages(task: Task, label: str, attributes: Mapping[str, str], shots
     the same seeds pasted inline into one long prompt kept 75% and talked about the examples,
     and a system prompt made replies longer and chattier.
     """
-    instruction = label_instruction(task, label)
+    instruction = label_instruction(task, label, templates)
     msgs: list[Message] = []
     for e in shots:
         msgs += [Message("user", instruction), Message("assistant", render_shot(task, e))]
     parts = [instruction]
-    parts += [f"{name.replace('_', ' ').capitalize()}: {value}." for name, value in attributes.items()]
+    parts += [templates["attribute"].format(name=name.replace("_", " ").capitalize(), value=value)
+              for name, value in attributes.items()]
     if task.kind == "pair_classification":
         a, b = (f.title() for f in task.input_fields)
-        parts.append(f"Reply in exactly two lines, '{a}: ...' and '{b}: ...'.")
+        parts.append(templates["reply_pair"].format(a=a, b=b))
     else:
-        parts.append(f"Reply with the {task.generation.input_noun} only.")
+        parts.append(templates["reply"].format(noun=task.generation.input_noun))
     msgs.append(Message("user", " ".join(parts)))
     return tuple(msgs)
 
@@ -225,23 +242,18 @@ def parse_pair(text: str, fields: Sequence[str]) -> dict[str, str] | None:
     return {fields[0]: found[0], fields[1]: found[1]}
 
 
-async def propose_attributes(task: Task, engine: Any, *, seed: int, n: int = 8) -> dict[str, tuple[str, ...]]:
+async def propose_attributes(task: Task, lm: Any, *, n: int = 8) -> dict[str, tuple[str, ...]]:
     """Ask the model once for topics of the task; fall back to generic style and length."""
     noun = task.generation.input_noun
     prompt = (
         f"Task: {task.description}\n\nList {n} different topics that a {noun} for this task could be about. "
         "One topic per line, two to four words each, no numbering, no explanations."
     )
-    req = CompletionRequest(
-        (Message("user", prompt),),
-        GenerationParams(temperature=0.7, top_p=0.95, max_new_tokens=96),
-        seed=seed,
-        sample_index=-1,
-    )
-    answers = await engine.complete([req])
+    answer = await lm.complete((Message("user", prompt),), GenerationParams(temperature=0.7, top_p=0.95, max_new_tokens=96),
+                               step="propose_attributes")
     topics: list[str] = []
-    if answers and answers[0].ok:
-        for line in answers[0].text.splitlines():
+    if answer.ok:
+        for line in answer.text.splitlines():
             if line.rstrip().endswith(":"):  # a header such as "Here are some topics:"
                 continue
             t = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip(".,;\"'*")

@@ -1,79 +1,93 @@
-"""The strategy protocol: ``propose`` requests, ``parse`` answers into samples.
+"""The method protocol: ``plan`` one item, then ``run`` it with a model handle.
 
-A strategy is one way of writing data (attribute-conditioned new examples, answer augmentation,
-question rephrase, ...). It is a plain object of the synthesis program: its tunable choices live
-in its constructor arguments and ``state()``, so a learner can read and replace them without
-touching the code that runs it.
+A method is one way of writing data (attribute-conditioned new examples, self-consistency with a
+vote, self-refine, ...). It turns one planned item into samples and may make any number of model
+calls:
+
+- ``plan(task, index, seed) -> Item`` is pure: the label, attributes, demonstrations and pattern
+  of the item, and the most calls it may make (budget is reserved for that many before it starts).
+- ``async run(item, lm) -> list[Sample]``: ``lm`` is bound to the item; every call through it is
+  keyed by (item, step, k), served from the cache when it can be, and recorded as a step of the
+  sample's provenance. A reply that cannot be used gives a rejected sample with its reason.
+- ``async prepare(task, lm)`` (optional): one-time work per task before any item (e.g. asking the
+  model for attributes). What it learns goes into fitted fields ending in ``_``; its
+  configuration never changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from streamsynth.records import Completion, CompletionRequest, Cost, Provenance, Sample
-from streamsynth.task import Task
+from streamsynth.records import Completion, Example, GenerationParams, Message, Provenance, Sample
+
+if TYPE_CHECKING:
+    from streamsynth.runtime.lm import ItemLM
+    from streamsynth.task import Task
 
 
 @dataclass(frozen=True, slots=True)
-class Proposal:
-    """A request together with the choices that shaped it (credited when feedback comes)."""
+class Item:
+    """One planned unit of work: what a method will write, and the most calls it may make."""
 
-    request: CompletionRequest
-    strategy: str
+    task: "Task" = field(repr=False, compare=False)
+    index: int
+    seed: int
+    method: str
     pattern: str
+    max_calls: int = 1
+    label: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    demonstrations: tuple[Example, ...] = ()
+    params: GenerationParams = GenerationParams()
     conditioning: Mapping[str, Any] = field(default_factory=dict)
-    seed_example_ids: tuple[str, ...] = ()
-    parents: tuple[str, ...] = ()
 
-    def provenance(self, model_id: str) -> Provenance:
-        return Provenance(
-            strategy=self.strategy,
-            pattern=self.pattern,
-            prompt_fingerprint=self.request.prompt_fingerprint(),
-            request_fingerprint=self.request.cache_key(model_id)[:16],
-            model=model_id,
-            seed=self.request.seed,
-            sample_index=self.request.sample_index,
-            conditioning=dict(self.conditioning),
-            seed_example_ids=self.seed_example_ids,
-            parents=self.parents,
-        )
+    @property
+    def id(self) -> str:
+        return f"{self.task.name}-{self.method}-{self.seed}-{self.index}"
 
 
 @runtime_checkable
-class Strategy(Protocol):
+class Method(Protocol):
     name: str
 
-    async def prepare(self, task: Task, engine: Any, *, seed: int) -> None:
-        """One-time work per task before proposing (e.g. asking the model for attributes)."""
+    def plan(self, task: "Task", index: int, seed: int) -> Item:
+        """The item for ``index``; the same (task, index, seed) always gives the same item."""
         ...
 
-    def propose(self, task: Task, indices: Sequence[int], *, seed: int) -> list[Proposal]:
-        """One proposal per sample index; the same (task, index, seed) gives the same proposal."""
-        ...
-
-    def parse(self, task: Task, proposal: Proposal, completion: Completion, *, model_id: str, cost: Cost) -> Sample:
-        """Turn an answer into a sample; a sample that cannot be parsed comes back rejected."""
-        ...
-
-    def state(self) -> dict[str, Any]:
-        """The strategy's tunable choices, JSON-able (for manifests and learners)."""
+    async def run(self, item: Item, lm: "ItemLM") -> list[Sample]:
+        """Write the item's samples (rejected ones carry their reason)."""
         ...
 
 
-def sample_id(task: Task, proposal: Proposal) -> str:
-    return f"{task.name}-{proposal.strategy}-{proposal.request.seed}-{proposal.request.sample_index}"
-
-
-def base_sample(task: Task, proposal: Proposal, completion: Completion, *, model_id: str, cost: Cost) -> Sample:
-    """A sample with provenance and cost but no content yet (strategies fill it in)."""
-    return Sample(
-        id=sample_id(task, proposal),
-        task=task.name,
-        inputs={},
-        output="",
-        provenance=proposal.provenance(model_id),
-        raw_text=completion.text,
-        cost=cost,
+def new_sample(item: Item, lm: "ItemLM", *, inputs: Mapping[str, str], output: str, raw_text: str = "",
+               k: int = 0, parents: Sequence[str] = ()) -> Sample:
+    """A sample of ``item`` with full provenance: its pattern, conditioning and every step so far."""
+    steps = tuple(lm.steps)
+    first = steps[0] if steps else None
+    prov = Provenance(
+        strategy=item.method,
+        pattern=item.pattern,
+        prompt_fingerprint=lm.prompt_fingerprint or "",
+        request_fingerprint=first.request_fingerprint if first else "",
+        model=lm.model_id,
+        seed=item.seed,
+        sample_index=item.index,
+        conditioning=dict(item.conditioning),
+        seed_example_ids=tuple(e.id for e in item.demonstrations),
+        parents=tuple(parents),
+        steps=steps,
     )
+    sid = item.id if k == 0 else f"{item.id}-{k}"
+    return Sample(id=sid, task=item.task.name, inputs=dict(inputs), output=output, provenance=prov,
+                  raw_text=raw_text, cost=lm.cost)
+
+
+def failed_sample(item: Item, lm: "ItemLM", completion: Completion, *, field_name: str) -> Sample:
+    """The sample of an item whose model call failed for good: rejected as ``backend_error``."""
+    s = new_sample(item, lm, inputs={field_name: ""}, output=item.label or "", raw_text=completion.text)
+    return s.reject("backend_error", completion.error or "unknown error")
+
+
+def user(text: str) -> tuple[Message, ...]:
+    return (Message("user", text),)

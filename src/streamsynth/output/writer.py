@@ -92,6 +92,11 @@ def check_output_dir(out_dir: Path, run_fingerprint: str, *, overwrite: bool) ->
     manifest = out_dir / MANIFEST
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} is a file; give a folder path")
+    journal = out_dir / "journal.jsonl"
+    if overwrite:
+        journal.unlink(missing_ok=True)  # start over: the old run's journal must not be resumed
+    if journal.is_file() and not manifest.is_file():
+        return  # an unfinished run: the journal itself checks that it is the same run
     if not manifest.is_file() or overwrite:
         if out_dir.is_dir() and not manifest.is_file() and any(out_dir.iterdir()) and not overwrite:
             raise OutputError(
@@ -155,7 +160,7 @@ def build_manifest(result: RunResult, *, config: dict[str, Any], run_fingerprint
         "usage": {
             "queries": st.queries,
             # queries that produced no sample: one-time setup such as proposing attributes
-            "setup_queries": st.queries - len(result.accepted) - len(result.rejected),
+            "setup_queries": result.setup_queries,
             "calls": st.calls,
             "cached_calls": st.cached_calls,
             "tokens": st.tokens,

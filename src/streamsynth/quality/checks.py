@@ -7,11 +7,13 @@ check: it remembers what it has seen in the current run (``start`` resets it wit
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 from streamsynth.quality.clean import normalize_for_dedup
 from streamsynth.records import Sample, Verdict
+from streamsynth.state import Stateful, component
 from streamsynth.task import Task
 
 
@@ -22,11 +24,24 @@ class Check(Protocol):
     def verify(self, sample: Sample, task: Task) -> Verdict: ...
 
 
+async def verify_batch(check: Check, samples: Sequence[Sample], task: Task) -> list[Verdict]:
+    """Verdicts for a batch: the check's own ``verify_batch`` (sync or async) when it has one,
+    which may batch model calls or embeddings; else ``verify`` on each sample in turn."""
+    batch = getattr(check, "verify_batch", None)
+    if batch is None:
+        return [check.verify(s, task) for s in samples]
+    out = batch(samples, task)
+    if inspect.isawaitable(out):
+        out = await out
+    return list(out)
+
+
 def _texts(sample: Sample) -> list[str]:
     return [v for v in sample.inputs.values() if isinstance(v, str)]
 
 
-class EmptyCheck:
+@component("empty")
+class EmptyCheck(Stateful):
     name = "empty"
 
     def verify(self, sample: Sample, task: Task) -> Verdict:
@@ -36,7 +51,8 @@ class EmptyCheck:
         return Verdict(self.name, True)
 
 
-class LengthCheck:
+@component("length")
+class LengthCheck(Stateful):
     """Too short or too long, in characters, per input field (bounds from the task spec)."""
 
     name = "length"
@@ -61,7 +77,8 @@ _MARKUP = re.compile(r"```|<\/?[a-z]+[^>]*>|https?://|\{\s*\"|\[/?INST\]|<\|", r
 _LIST_AGAIN = re.compile(r"(?:^|\n)\s*(?:2[.)]|[-*•])\s+\S")
 
 
-class MalformedCheck:
+@component("malformed")
+class MalformedCheck(Stateful):
     """Markup, code, URLs, chat tokens, several examples in one, or text that is mostly not words."""
 
     name = "malformed"
@@ -91,7 +108,8 @@ _ECHO = re.compile(
 )
 
 
-class EchoCheck:
+@component("echo")
+class EchoCheck(Stateful):
     """The reply repeats the instruction or talks about the task instead of doing it."""
 
     name = "echo"
@@ -110,7 +128,8 @@ class EchoCheck:
         return Verdict(self.name, True)
 
 
-class DuplicateCheck:
+@component("duplicate")
+class DuplicateCheck(Stateful):
     """Exact duplicate after normalization, of a seed or of an earlier sample in this run."""
 
     name = "duplicate"

@@ -23,16 +23,19 @@ classifier's agreement with the intended label.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Sequence
 
 import numpy as np
 
 from streamsynth.eval.student import example_text
 from streamsynth.records import Sample, Verdict
+from streamsynth.state import Stateful, component
 from streamsynth.task import Task
 
 
-class SeedLabelConsistencyCheck:
+@component("label_consistency")
+class SeedLabelConsistencyCheck(Stateful):
     name = "label_consistency"
 
     def __init__(self, embedder: Any = None, min_margin: float = -0.02) -> None:
@@ -55,11 +58,25 @@ class SeedLabelConsistencyCheck:
         self.centroids_ = np.stack(vecs) if vecs else None
 
     def verify(self, sample: Sample, task: Task) -> Verdict:
+        return self._verdicts([sample], task)[0]
+
+    async def verify_batch(self, samples: Sequence[Sample], task: Task) -> list[Verdict]:
+        """One embedding batch for all samples, in a worker thread (the event loop stays free)."""
+        return await asyncio.to_thread(self._verdicts, list(samples), task)
+
+    def _verdicts(self, samples: list[Sample], task: Task) -> list[Verdict]:
         if self.centroids_ is None:  # the run loop calls start(); direct callers may not
             self.start(task)
-        if sample.output not in self.labels_ or len(self.labels_) < 2:
-            return Verdict(self.name, True, "no seeds to compare with")
-        sims = self.centroids_ @ self.embedder.encode([example_text(sample.inputs, task.input_fields)])[0]
+        todo = [i for i, s in enumerate(samples) if s.output in self.labels_ and len(self.labels_) >= 2]
+        out = [Verdict(self.name, True, "no seeds to compare with") for _ in samples]
+        if not todo:
+            return out
+        vecs = self.embedder.encode([example_text(samples[i].inputs, task.input_fields) for i in todo])
+        for i, vec in zip(todo, vecs):
+            out[i] = self._judge(samples[i], self.centroids_ @ vec)
+        return out
+
+    def _judge(self, sample: Sample, sims: np.ndarray) -> Verdict:
         own = self.labels_.index(sample.output)
         others = [i for i in range(len(self.labels_)) if i != own]
         nearest = max(others, key=lambda i: sims[i])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence, runtime_checkable
 
 from streamsynth.records import Sample
+from streamsynth.state import Stateful, component
 from streamsynth.task import Task
 
 
@@ -17,7 +18,8 @@ class Selector(Protocol):
         ...
 
 
-class KeepAll:
+@component("keep_all")
+class KeepAll(Stateful):
     """Keep every sample that passed the checks, in order."""
 
     name = "keep_all"

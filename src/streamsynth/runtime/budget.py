@@ -81,6 +81,12 @@ class BudgetMeter:
         with self._lock:
             self.reserved -= n
 
+    def restore(self, cost: Cost, calls: int) -> None:
+        """Count work done before (a resumed run's journaled items) as spent."""
+        with self._lock:
+            self.reserved += calls
+            self.cost = self.cost + cost  # (generated_tokens stays: it measures this process's speed)
+
     def cost_of(self, completion: Completion) -> Cost:
         """What one answered query cost (a cache hit costs no call and no dollars)."""
         fresh = not completion.cached

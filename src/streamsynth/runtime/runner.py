@@ -1,9 +1,16 @@
-"""The run loop: propose, complete, parse, check, select, until the budget is spent.
+"""The run loop: plan items, run them concurrently, check and select in index order.
 
-Sample indices are assigned in order and every proposal is a pure function of (task, index,
-seed), so the same config and seed give the same data set whatever the batch size, and whether
-responses come fresh or from the cache. The loop stops cleanly on the budget cap, on reaching
-``target`` accepted samples, or when it is cancelled (Ctrl-C), and returns all it has.
+- Items are planned in index order; item ``i`` is a pure function of (task, i, seed), and every
+  model call it makes is keyed by (item, step, k). Up to ``engine.max_in_flight`` items run at
+  once; budget for an item's most calls is reserved before it starts and the rest handed back.
+- Finished items go to the journal (when there is one) as they finish. Checks run over finished
+  items in index order, as soon as a contiguous run of them is done; set-level work (duplicates,
+  selection) sees samples in index order too. So the same config and seed give the same data
+  set whatever the concurrency, the batch size, the order of completion, or the cache.
+- With ``target``, the run stops planning once the accepted samples of the items up to some
+  index reach it, and keeps exactly the items up to that index.
+- It stops cleanly on the budget, the target, a cancel (Ctrl-C) or a lost backend, and returns
+  everything finished so far.
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from streamsynth.errors import BackendError
+from streamsynth.methods.base import Item
 from streamsynth.program import SynthesisProgram
+from streamsynth.quality.checks import verify_batch
 from streamsynth.records import Sample
 from streamsynth.runtime.engine import Engine
+from streamsynth.runtime.journal import Journal
+from streamsynth.runtime.lm import ItemLM
 from streamsynth.task import Task
 
 
@@ -36,6 +47,8 @@ class RunStats:
     budget: int | None
     elapsed_s: float
     generated_tokens: int = 0
+    items: int = 0
+    in_flight: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -54,9 +67,80 @@ class RunResult:
     program_state: dict[str, Any] = field(default_factory=dict)
     #: set when the backend failed for good; the samples before it are kept
     failure: BaseException | None = None
+    items: int = 0
+    resumed_items: int = 0
+    #: model calls made before the first item (e.g. proposing attributes)
+    setup_queries: int = 0
 
     def rejected_by_reason(self) -> dict[str, int]:
         return dict(Counter(s.reject_category or "unknown" for s in self.rejected).most_common())
+
+
+class _Checker:
+    """Runs the checks over finished items in index order (contiguous prefix first)."""
+
+    def __init__(self, program: SynthesisProgram, task: Task) -> None:
+        self.program, self.task = program, task
+        self.next = 0  # the first index not yet checked
+        self.kept: list[Sample] = []
+        self.rejected: list[Sample] = []
+        self.cut: int | None = None  # with a target: the last index kept
+
+    async def advance(self, done: dict[int, list[Sample]], *, upto: int | None = None, target: int | None = None) -> None:
+        """Check the items ``next..`` that are finished (all of them in order when ``upto`` is set)."""
+        indices: list[int] = []
+        if upto is None:
+            while self.next in done:
+                indices.append(self.next)
+                self.next += 1
+        else:
+            indices = sorted(i for i in done if self.next <= i <= upto)
+            self.next = upto + 1
+        if self.cut is not None:
+            indices = [i for i in indices if i <= self.cut]
+        # checks in chunks of items, so a target is found at the right item
+        for start in range(0, len(indices), 64):
+            chunk = indices[start : start + 64]
+            samples = [s for i in chunk for s in done[i]]
+            samples = await self._check(samples)
+            if target is not None and self.cut is None:
+                for i in chunk:
+                    mine = [s for s in samples if s.provenance.sample_index == i]
+                    self._take(mine)
+                    if len(self.kept) >= target:
+                        self.cut = i
+                        return
+            else:
+                self._take(samples)
+
+    def _take(self, samples: list[Sample]) -> None:
+        for s in samples:
+            (self.kept if s.accepted else self.rejected).append(s)
+
+    async def _check(self, samples: list[Sample]) -> list[Sample]:
+        for check in self.program.checks:
+            todo = [i for i, s in enumerate(samples) if s.accepted]
+            if not todo:
+                break
+            verdicts = await verify_batch(check, [samples[i] for i in todo], self.task)
+            for i, v in zip(todo, verdicts):
+                samples[i] = samples[i].with_verdict(v)
+        return samples
+
+
+async def _prepare(program: SynthesisProgram, task: Task, engine: Engine, seed: int) -> None:
+    """Each method's one-time work, with budget reserved for its calls (setup items -1, -2, ...)."""
+    for j, method in enumerate(program.methods):
+        prepare = getattr(method, "prepare", None)
+        if prepare is None:
+            continue
+        calls = int(getattr(method, "setup_calls", lambda t: 1)(task))
+        granted = engine.meter.reserve(calls)
+        lm = ItemLM(engine, index=-1 - j, seed=seed, max_calls=granted)
+        try:
+            await prepare(task, lm if granted else None)
+        finally:
+            engine.meter.release(granted - len(lm.steps))
 
 
 async def synthesize(
@@ -67,82 +151,124 @@ async def synthesize(
     seed: int = 0,
     target: int | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    journal: Journal | None = None,
 ) -> RunResult:
-    """Run ``program`` on ``task`` until the engine's budget is spent (or ``target`` is reached)."""
+    """Run a fresh copy of ``program`` on ``task`` until the budget is spent (or ``target`` is reached)."""
     t0 = time.perf_counter()
     meter = engine.meter
     if meter.max_queries is None and meter.max_tokens is None and meter.max_dollars is None and target is None:
         raise ValueError("give a budget (max_queries, max_tokens or max_dollars) or a target; the run would not end")
-    kept: list[Sample] = []
-    rejected: list[Sample] = []
-    stopped = "budget"
+    program = program.fresh()  # the caller's program is never changed
+    done: dict[int, list[Sample]] = {}
+    resumed = 0
+    if journal is not None and journal.resumed:
+        # what the killed run had finished counts against the budget, as it did then
+        done = dict(journal.items)
+        resumed = len(done)
+        meter.restore(journal.cost, journal.calls)
+    checker = _Checker(program, task)
+    in_flight: dict[asyncio.Task, Item] = {}
+    stopped: str | None = None
     failure: BackendError | None = None
+    setup_queries = 0
 
     def stats() -> RunStats:
         c = meter.cost
         return RunStats(
-            accepted=len(kept), rejected=len(rejected), queries=meter.queries, calls=c.calls,
+            accepted=len(checker.kept), rejected=len(checker.rejected), queries=meter.queries, calls=c.calls,
             cached_calls=c.cached_calls, tokens=c.tokens, completion_tokens=c.completion_tokens,
             budget=meter.max_queries, elapsed_s=time.perf_counter() - t0, generated_tokens=meter.generated_tokens,
+            items=len(done), in_flight=len(in_flight),
         )
 
+    async def run_item(item: Item, method: Any) -> tuple[Item, list[Sample], ItemLM]:
+        lm = ItemLM(engine, index=item.index, seed=item.seed, max_calls=item.max_calls)
+        return item, await method.run(item, lm), lm
+
     try:
-        for strategy in program.strategies:
-            await strategy.prepare(task, engine, seed=seed)
+        if journal is not None and journal.fitted is not None:
+            program.restore_fitted(journal.fitted)
+            setup_queries = int(journal.fitted.get("_setup_calls", 0))
+        else:
+            before, calls_before = meter.cost, meter.queries
+            await _prepare(program, task, engine, seed)
+            setup_queries = meter.queries - calls_before
+            if journal is not None:
+                journal.write_fitted(program.fitted_state(), calls=meter.queries - calls_before, cost=meter.cost - before)
         for check in program.checks:
             start = getattr(check, "start", None)
             if start is not None:
                 start(task)
+        await checker.advance(done, target=target)
         if on_progress:
             on_progress(stats())
-        index, batch_no = 0, 0
+        index = 0
         while True:
-            if target is not None and len(kept) >= target:
-                stopped = "target"
+            while stopped is None and len(in_flight) < engine.max_in_flight:
+                if target is not None and checker.cut is not None:
+                    stopped = "target"
+                    break
+                if index in done:
+                    index += 1
+                    continue
+                method = program.methods[index % len(program.methods)]
+                item = method.plan(task, index, seed)
+                granted = meter.reserve(item.max_calls)
+                if granted < item.max_calls:  # never start an item that could be cut in half
+                    meter.release(granted)
+                    stopped = "budget"
+                    break
+                in_flight[asyncio.ensure_future(run_item(item, method))] = item
+                index += 1
+            if not in_flight:
                 break
-            n = engine.batch_size
-            if meter.remaining_queries is not None:
-                n = min(n, meter.remaining_queries)
-            if n <= 0:
-                break
-            strategy = program.strategies[batch_no % len(program.strategies)]
-            proposals = strategy.propose(task, range(index, index + n), seed=seed)
-            completions = await engine.complete([p.request for p in proposals])
-            if not completions:
-                break
-            for proposal, completion in zip(proposals, completions):
-                sample = strategy.parse(task, proposal, completion, model_id=engine.model_id, cost=meter.cost_of(completion))
-                for check in program.checks:
-                    if not sample.accepted:
-                        break
-                    sample = sample.with_verdict(check.verify(sample, task))
-                (kept if sample.accepted else rejected).append(sample)
-            index += len(completions)
-            batch_no += 1
+            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            errors = []
+            for fut in sorted(finished, key=lambda f: in_flight[f].index):
+                item = in_flight.pop(fut)
+                if fut.exception() is not None:
+                    errors.append(fut.exception())
+                    meter.release(item.max_calls)
+                    continue
+                _, samples, lm = fut.result()
+                meter.release(item.max_calls - len(lm.steps))
+                done[item.index] = samples
+                if journal is not None:
+                    journal.append(item.index, samples, cost=lm.cost, calls=len(lm.steps))
+            if errors:  # every finished item is kept first; then a BackendError ends the run below
+                raise errors[0]
+            await checker.advance(done, target=target)
             if on_progress:
                 on_progress(stats())
-            if meter.exhausted_reason() is not None:
-                break
     except asyncio.CancelledError:
         stopped = "interrupted"
     except BackendError as exc:  # the backend is gone for good: keep what we have
         stopped = f"backend failed: {exc}"
         failure = exc
-    selected = program.selector.select(kept, task, seed=seed)
+    finally:
+        for fut, item in in_flight.items():
+            fut.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            for fut, item in in_flight.items():
+                if not fut.cancelled() and fut.exception() is None:
+                    meter.release(item.max_calls - len(fut.result()[2].steps))
+                else:
+                    meter.release(item.max_calls)  # its calls were not answered... or are lost with it
+        in_flight.clear()
+    # whatever finished beyond a gap (after an interruption) is checked too, in index order
+    await checker.advance(done, upto=max(done, default=-1), target=target)
+    if stopped == "budget" or stopped is None:
+        stopped = meter.exhausted_reason() or ("target" if checker.cut is not None else "budget")
+    selected = program.selector.select(checker.kept, task, seed=seed)
     chosen = {s.id for s in selected}
-    for s in kept:
+    rejected = list(checker.rejected)
+    for s in checker.kept:
         if s.id not in chosen:
             rejected.append(s.reject("selection", f"not chosen by {program.selector.name}"))
-    if stopped == "budget":
-        stopped = meter.exhausted_reason() or "budget"
     final = dataclasses.replace(stats(), accepted=len(selected), rejected=len(rejected))
     return RunResult(
-        task=task,
-        accepted=selected,
-        rejected=rejected,
-        stopped_reason=stopped,
-        wall_s=time.perf_counter() - t0,
-        stats=final,
-        program_state=program.state(),
-        failure=failure,
+        task=task, accepted=selected, rejected=rejected, stopped_reason=stopped, wall_s=time.perf_counter() - t0,
+        stats=final, program_state=program.dump_state(), failure=failure, items=len(done), resumed_items=resumed,
+        setup_queries=setup_queries,
     )
