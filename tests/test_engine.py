@@ -216,3 +216,25 @@ def test_changed_template_reaches_the_prompt(tiny_task_spec):
 def test_default_program_state_loads(tiny_task_spec):
     program = default_program(load_task(tiny_task_spec))
     assert SynthesisProgram.load_state(program.dump_state()).config_state() == program.config_state()
+
+
+def test_cli_resume_reruns_the_saved_command(tiny_task_spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamsynth.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["generate", str(tiny_task_spec), "--backend", "fake", "--budget", "6", "--out", str(out),
+                            "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    command = json.loads((out / "command.json").read_text())
+    assert command["budget"] == 6 and command["backend"] == "fake" and "OPENAI_API_KEY" == command["api_key_env"]
+    data = lambda: [(r["id"], r["text"], r["label"]) for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())]
+    before = data()
+    r = runner.invoke(app, ["resume", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert data() == before
+    assert json.loads((out / "manifest.json").read_text())["usage"]["calls"] == 0  # all from the cache
+    r = runner.invoke(app, ["resume", str(tmp_path)])
+    assert r.exit_code == 2 and "command.json" in r.output

@@ -115,6 +115,7 @@ def generate(
 def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concurrency, timeout, batch_size, seed,
               target, max_tokens, max_dollars, price_prompt, price_completion, cache_dir, no_cache, overwrite,
               quiet) -> None:
+    command = {k: v for k, v in locals().items() if k != "quiet"}  # what `resume` needs; never the key itself
     from streamsynth.api import agenerate
     from streamsynth.backends.local_hf import default_cache_dir
     from streamsynth.cli.progress import LiveProgress
@@ -122,7 +123,6 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
     from streamsynth.runtime import Prices, ResponseCache
     from streamsynth.task import load_task
 
-    command = {k: v for k, v in locals().items() if k != "quiet"}  # what `resume` needs; never the key itself
     backend = BackendKind(backend)
     spec, cache_dir = Path(spec), Path(cache_dir) if cache_dir is not None else None
     task = load_task(spec)
