@@ -67,7 +67,7 @@ class Stateful:
 
     def dump_state(self) -> dict[str, Any]:
         state = self.config_state()
-        fitted = {k: _jsonable(v) for k, v in self.fitted_state().items() if _is_data(v)}
+        fitted = {k: _jsonable(v) for k, v in self.fitted_state().items() if v is not None and _is_data(v)}
         if fitted:
             state["fitted"] = fitted
         return state

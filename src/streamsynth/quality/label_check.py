@@ -45,14 +45,15 @@ class SeedLabelConsistencyCheck(Stateful):
         self.centroids_: np.ndarray | None = None
 
     def start(self, task: Task) -> None:
-        if self.embedder is None:
+        self.embedder_ = self.embedder
+        if self.embedder_ is None:
             from streamsynth.eval.embedder import Embedder
 
-            self.embedder = Embedder()
+            self.embedder_ = Embedder()  # loaded per run; the configuration (embedder=None) stays
         labels = tuple(lab for lab in task.label_names if task.seeds_for(lab))
         vecs = []
         for lab in labels:
-            v = self.embedder.encode([example_text(e.inputs, task.input_fields) for e in task.seeds_for(lab)]).mean(axis=0)
+            v = self.embedder_.encode([example_text(e.inputs, task.input_fields) for e in task.seeds_for(lab)]).mean(axis=0)
             vecs.append(v / (np.linalg.norm(v) or 1.0))
         self.labels_ = labels
         self.centroids_ = np.stack(vecs) if vecs else None
@@ -71,7 +72,7 @@ class SeedLabelConsistencyCheck(Stateful):
         out = [Verdict(self.name, True, "no seeds to compare with") for _ in samples]
         if not todo:
             return out
-        vecs = self.embedder.encode([example_text(samples[i].inputs, task.input_fields) for i in todo])
+        vecs = self.embedder_.encode([example_text(samples[i].inputs, task.input_fields) for i in todo])
         for i, vec in zip(todo, vecs):
             out[i] = self._judge(samples[i], self.centroids_ @ vec)
         return out
