@@ -61,6 +61,9 @@ class _Refused(_Retryable):
 class OpenAIChatBackend(BaseBackend):
     """Chat completions from any server that speaks the OpenAI ``/chat/completions`` API."""
 
+    #: the engine hands requests over one by one, each its own coroutine; this backend limits what is in flight
+    batching = False
+
     def __init__(
         self,
         *,
@@ -155,7 +158,7 @@ class OpenAIChatBackend(BaseBackend):
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": derive_seed(request.seed, request.sample_index),
+            "seed": request.sampling_seed,  # (seed, item, step, k): a vote's k answers differ
         }
         if params.stop:
             body["stop"] = list(params.stop)
