@@ -10,10 +10,10 @@ import time
 import pytest
 
 from streamsynth.backends.openai_http import OpenAIChatBackend, parse_retry_after
-from streamsynth.errors import AuthenticationError, BackendUnavailable
+from streamsynth.errors import AuthenticationError, BackendUnavailable, ConfigError
 from streamsynth.fingerprint import derive_seed
 from streamsynth.records import CompletionRequest, GenerationParams, Message
-from streamsynth.testing.mock_server import MockOpenAIServer
+from streamsynth.testing.mock_server import ALL_FAULT_KINDS, MockOpenAIServer
 
 KEY_ENV = "STREAMSYNTH_TEST_API_KEY"
 SECRET = "sk-test-very-secret-value-123"
@@ -262,3 +262,160 @@ def test_random_faults_are_absorbed_by_retries():
     out = asyncio.run(complete_with(server, [request(index=i) for i in range(30)], max_retries=8))
     assert all(c.ok for c in out)
     assert server.count == 30 + len(server.faults_served) and server.faults_served
+
+
+# -- every fault kind: retried, and recorded with its reason after the last retry -----------
+
+#: what the Completion says when every attempt met the fault (max_retries=2)
+FAULT_REASONS = {
+    "429": "http 429 after 3 attempts",
+    "500": "http 500 after 3 attempts",
+    "503": "http 503 after 3 attempts",
+    "timeout": "timeout after 3 attempts",
+    "malformed": "malformed response after 3 attempts: no 'choices' field",
+    "empty_choices": "malformed response after 3 attempts: the response has no choices",
+    "truncated": "malformed response after 3 attempts: invalid JSON: ",
+    "disconnect": "connection error after 3 attempts: ",
+    "reset": "connection error after 3 attempts: ",
+}
+FAULT_KIND = {"429": "http 429", "500": "http 500", "503": "http 503", "timeout": "timeout", "malformed": "malformed response",
+              "empty_choices": "malformed response", "truncated": "malformed response",
+              "disconnect": "connection error", "reset": "connection error"}
+
+
+def test_every_fault_kind_has_a_pinned_reason():
+    assert set(FAULT_REASONS) == set(ALL_FAULT_KINDS)
+
+
+@pytest.mark.parametrize("fault", ALL_FAULT_KINDS)
+def test_each_fault_kind_is_retried_then_succeeds(fault):
+    server = MockOpenAIServer(faults=[fault], timeout_sleep_s=1.0)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url, timeout_s=0.3) as backend:
+                return await backend.complete([request()]), backend
+
+    [c], backend = asyncio.run(go())
+    assert c.ok and c.text.startswith("reply to seed") and server.count == 2
+    assert server.faults_served == [fault]
+    assert backend.retries == {FAULT_KIND[fault]: 1}
+
+
+@pytest.mark.parametrize("fault", ALL_FAULT_KINDS)
+def test_each_fault_kind_after_max_retries_records_its_reason(fault):
+    server = MockOpenAIServer(faults=[fault] * 3, timeout_sleep_s=1.0)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url, timeout_s=0.3, max_retries=2) as backend:
+                failed = await backend.complete([request()])
+                return failed + await backend.complete([request(index=1)]), backend
+
+    [c, d], backend = asyncio.run(go())
+    assert not c.ok and c.finish_reason == "error" and c.text == ""
+    assert c.error.startswith(FAULT_REASONS[fault]), c.error
+    assert "\n" not in c.error and len(c.error) < 300
+    assert d.ok and server.count == 4  # three attempts, then the next request is fine
+    assert backend.retries == {FAULT_KIND[fault]: 2}
+
+
+# -- adaptive concurrency and rate limits ---------------------------------------------------
+
+
+def test_limit_shrinks_on_a_burst_of_429s_and_grows_back():
+    server = MockOpenAIServer(faults=["429"] * 8)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url, concurrency=8, max_concurrency=12, backoff_max_s=0.01) as backend:
+                first = await backend.complete([request(index=i) for i in range(8)])
+                after_burst = (backend.limit, backend.limiter.decreases)
+                more = await backend.complete([request(index=i) for i in range(8, 208)])
+                return backend, first + more, after_burst
+
+    backend, out, (limit_after_burst, decreases) = asyncio.run(go())
+    assert all(c.ok for c in out)
+    # eight 429s of one window: one halving to 4 (and maybe +1 from the eight retries that succeeded)
+    assert limit_after_burst in (4, 5) and decreases == 1
+    assert backend.limiter.increases >= 8 and backend.limit == 12  # grew back, up to max_concurrency
+    assert backend.retries == {"http 429": 8}
+
+
+def test_limit_halves_when_latency_climbs():
+    server = MockOpenAIServer(latency_s=0.005)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url, concurrency=4, max_concurrency=4) as backend:
+                await backend.complete([request(index=i) for i in range(48)])
+                steady = backend.limit
+                server.latency_s = 0.15  # the server starts queueing
+                await backend.complete([request(index=i) for i in range(48, 72)])
+                return backend, steady
+
+    backend, steady = asyncio.run(go())
+    assert steady == 4
+    assert backend.limiter.decreases >= 1 and backend.limit <= 2
+
+
+def test_rate_limit_headers_are_learned_and_obeyed():
+    # 100 requests a second, holding one second's worth; the client is told nothing but headers
+    server = MockOpenAIServer(ratelimit_requests_per_min=6000, ratelimit_burst_s=1.0)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url, concurrency=64, backoff_max_s=0.5) as backend:
+                started = time.perf_counter()
+                out = await backend.complete([request(index=i) for i in range(200)])
+                return backend, out, time.perf_counter() - started
+
+    backend, out, elapsed = asyncio.run(go())
+    assert all(c.ok for c in out)
+    assert backend.rate_limits == {"requests_per_minute": 6000.0, "tokens_per_minute": None}
+    assert server.rate_limited <= 10  # paced by the headers, not by 429s
+    assert elapsed >= 0.8  # 100 over the first second's worth, at 100 a second
+
+
+def test_token_limit_header_is_learned():
+    server = MockOpenAIServer(ratelimit_tokens_per_min=90_000)
+
+    async def go():
+        async with server:
+            async with make_backend(server.base_url) as backend:
+                await backend.complete([request()])
+                return backend
+
+    backend = asyncio.run(go())
+    assert backend.rate_limits == {"requests_per_minute": None, "tokens_per_minute": 90_000.0}
+
+
+def test_configured_requests_per_minute_paces_sending():
+    server = MockOpenAIServer()
+    started = time.perf_counter()
+    out = asyncio.run(complete_with(server, [request(index=i) for i in range(100)], concurrency=64,
+                                    requests_per_minute=3000))  # 50 a second, one second's worth at once
+    elapsed = time.perf_counter() - started
+    assert all(c.ok for c in out)
+    assert 0.9 <= elapsed < 4.0
+
+
+def test_configured_tokens_per_minute_paces_sending():
+    server = MockOpenAIServer(reply=lambda body: "one two three")
+    reqs = [request(index=i, max_new_tokens=20) for i in range(8)]
+    started = time.perf_counter()
+    out = asyncio.run(complete_with(server, reqs, concurrency=64, tokens_per_minute=9000))  # 150 tokens a second
+    elapsed = time.perf_counter() - started
+    assert all(c.ok for c in out)
+    # each request reserves 32 tokens (prompt estimate + max_tokens): 256, of which 150 at once
+    assert 0.5 <= elapsed < 3.0
+
+
+def test_limit_options_are_checked():
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        make_backend("http://127.0.0.1:9/v1", concurrency=8, max_concurrency=4)
+    with pytest.raises(ConfigError, match="requests_per_minute must be positive"):
+        make_backend("http://127.0.0.1:9/v1", requests_per_minute=0)
+    backend = make_backend("http://127.0.0.1:9/v1", concurrency=8)
+    assert backend.limit == 8 and backend.max_concurrency == 32
+    assert backend.limiter.increases == 0 and backend.limiter.decreases == 0

@@ -1,10 +1,18 @@
 """OpenAI-compatible chat completions over bare aiohttp (vLLM, SGLang, Ollama, OpenAI).
 
-One ``aiohttp.ClientSession`` per event loop, created lazily, with a connector and a semaphore
-sized to ``concurrency``. Transient failures (429, 5xx, timeouts, dropped connections, malformed
-bodies) are retried with capped exponential backoff and full jitter, honouring ``Retry-After``.
-A request that still fails comes back as a ``Completion`` with ``error`` set; bad credentials and
-an unreachable server raise, since every further request would fail the same way.
+One ``aiohttp.ClientSession`` per event loop, created lazily. How many requests are on the wire
+is decided by an adaptive limit (``AIMDLimiter`` in ``limits.py``): it starts at ``concurrency``,
+grows by one per ``limit`` successes up to ``max_concurrency``, and halves on a 429 or 503 or when
+latency climbs well above the least seen (at most once per window). Optional request-per-minute
+and token-per-minute limits (``TokenBucket``) pace the sending; the server's ``x-ratelimit-*``
+headers (the OpenAI convention) set or tighten them. ``backend.limit`` is the current limit;
+``backend.limiter`` holds its counters and ``backend.retries`` counts retries by kind.
+
+Transient failures (429, 5xx, timeouts, dropped or reset connections, malformed bodies, empty
+``choices``) are retried with capped exponential backoff and full jitter, honouring
+``Retry-After``. A request that still fails comes back as a ``Completion`` with ``error`` set;
+bad credentials and an unreachable server raise, since every further request would fail the same
+way.
 
 The API key is read from the environment variable named by ``api_key_env`` at request time and
 is never stored on the backend, so it cannot leak through ``repr``, errors, logs or the model id.
@@ -15,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import os
 import random
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import aiohttp
 
 from streamsynth.backends.base import BaseBackend
+from streamsynth.backends.limits import AIMDLimiter, TokenBucket, parse_duration, parse_number, parse_seconds
 from streamsynth.errors import AuthenticationError, BackendUnavailable, ConfigError
 from streamsynth.fingerprint import derive_seed
 from streamsynth.records import Completion, CompletionRequest, TokenLogprob
@@ -33,6 +42,10 @@ from streamsynth.records import Completion, CompletionRequest, TokenLogprob
 RETRY_STATUSES = frozenset({408, 429})
 #: statuses that mean the credentials were refused
 AUTH_STATUSES = frozenset({401, 403})
+#: statuses that say the server is overloaded: the concurrency limit halves
+OVERLOAD_STATUSES = frozenset({429, 503})
+#: rough characters per token, to estimate a request's tokens before sending it
+CHARS_PER_TOKEN = 4
 #: how many top alternatives to ask for when logprobs are requested
 TOP_LOGPROBS = 5
 _EXCERPT_CHARS = 200
@@ -77,8 +90,12 @@ class OpenAIChatBackend(BaseBackend):
         backoff_max_s: float = 30.0,
         seed_rng: random.Random | None = None,
         prices: tuple[float, float] | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ):
         _validate(base_url, model, concurrency, timeout_s, max_retries, backoff_base_s, backoff_max_s)
+        _validate_limits(concurrency, max_concurrency, requests_per_minute, tokens_per_minute)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -91,9 +108,15 @@ class OpenAIChatBackend(BaseBackend):
         self.preferred_batch_size = self.concurrency * 4
         self._rng = seed_rng if seed_rng is not None else random.Random(0)
         self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected_once = False
+        self.limiter = AIMDLimiter(self.concurrency, max_concurrency or 4 * self.concurrency)
+        self.max_concurrency = self.limiter.max_limit
+        #: request and token rate limits: configured here, or learned from the server's headers
+        self.request_bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
+        self.token_bucket = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        #: retries made, by kind of failure ("http 429", "timeout", "malformed response", ...)
+        self.retries: Counter[str] = Counter()
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -104,6 +127,11 @@ class OpenAIChatBackend(BaseBackend):
     @property
     def url(self) -> str:
         return self.base_url + "/chat/completions"
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now (the adaptive limit)."""
+        return self.limiter.limit
 
     @property
     def max_attempts(self) -> int:
@@ -136,7 +164,6 @@ class OpenAIChatBackend(BaseBackend):
         """Close the HTTP session. Safe to call twice."""
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
-        self._semaphore = None
         if session is None or session.closed:
             return
         if loop is asyncio.get_running_loop():
@@ -171,6 +198,7 @@ class OpenAIChatBackend(BaseBackend):
 
     async def _complete_one(self, request: CompletionRequest) -> Completion:
         body = self.request_body(request)
+        tokens = self._estimate_tokens(request) if self.token_bucket is not None else 0
         started = time.perf_counter()
         failure: _Retryable | None = None
         all_refused = True
@@ -178,18 +206,25 @@ class OpenAIChatBackend(BaseBackend):
             if attempt:
                 await asyncio.sleep(self.backoff_delay(attempt - 1, failure.retry_after if failure else None))
             try:
-                return await self._attempt(body, first=attempt == 0)
+                return await self._attempt(body, tokens, first=attempt == 0)
             except _Retryable as exc:
                 failure = exc
                 all_refused = all_refused and exc.refused
+                if attempt + 1 < self.max_attempts:
+                    self.retries[exc.kind] += 1
         assert failure is not None
         if all_refused:
             raise self._unavailable(failure.detail, lost=True)
         return self._failed(failure, time.perf_counter() - started)
 
-    async def _attempt(self, body: dict[str, Any], *, first: bool) -> Completion:
-        session, semaphore = self._ensure_session()
-        async with semaphore:
+    async def _attempt(self, body: dict[str, Any], tokens: int, *, first: bool) -> Completion:
+        session = self._ensure_session()
+        limiter = self.limiter
+        epoch = await limiter.acquire()
+        status = 0
+        latency: float | None = None
+        try:
+            await self._pace(tokens)
             started = time.perf_counter()
             try:
                 async with session.post(self.url, json=body, headers=self._headers()) as resp:
@@ -205,7 +240,57 @@ class OpenAIChatBackend(BaseBackend):
             except aiohttp.ClientError as exc:  # reset, disconnected, truncated payload
                 raise _Retryable("connection error", _describe(exc)) from None
             latency = time.perf_counter() - started
-        return self._handle_response(status, headers, raw, latency)
+        finally:
+            limiter.release(epoch, latency_s=latency if 200 <= status < 300 else None,
+                            overloaded=status in OVERLOAD_STATUSES)
+        if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+            self._observe_rate_limits(headers)
+        completion = self._handle_response(status, headers, raw, latency)
+        if tokens and completion.ok and completion.prompt_tokens + completion.completion_tokens:
+            self.token_bucket.refund(tokens - completion.prompt_tokens - completion.completion_tokens)
+        return completion
+
+    # -- rate limits --------------------------------------------------------------------------
+
+    async def _pace(self, tokens: int) -> None:
+        """Wait until the request and token rate limits allow one more request."""
+        wait = 0.0
+        if self.request_bucket is not None:
+            wait = self.request_bucket.reserve(1)
+        if self.token_bucket is not None:
+            wait = max(wait, self.token_bucket.reserve(tokens))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _estimate_tokens(self, request: CompletionRequest) -> int:
+        """Tokens a request may count against a token limit before it is answered (as OpenAI counts)."""
+        chars = sum(len(m.content) for m in request.messages)
+        return chars // CHARS_PER_TOKEN + 4 * len(request.messages) + request.params.max_new_tokens
+
+    def _observe_rate_limits(self, headers: Any) -> None:
+        """Set or tighten the rate limits from ``x-ratelimit-*`` headers (requests and tokens)."""
+        for kind in ("requests", "tokens"):
+            remaining = parse_number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            limit = parse_number(headers.get(f"x-ratelimit-limit-{kind}"))
+            if remaining is None and limit is None:
+                continue
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            attr = "request_bucket" if kind == "requests" else "token_bucket"
+            bucket = getattr(self, attr)
+            if bucket is None:
+                if not limit:
+                    continue  # a remaining count alone says nothing about the rate
+                bucket = TokenBucket.from_server(limit)
+                setattr(self, attr, bucket)
+            bucket.observe(limit, remaining, reset)
+
+    @property
+    def rate_limits(self) -> dict[str, float | None]:
+        """Requests and tokens per minute now in force (None: no limit)."""
+        return {
+            "requests_per_minute": self.request_bucket.rate_per_min if self.request_bucket else None,
+            "tokens_per_minute": self.token_bucket.rate_per_min if self.token_bucket else None,
+        }
 
     def _handle_response(self, status: int, headers: Any, raw: bytes, latency: float) -> Completion:
         if status in AUTH_STATUSES:
@@ -216,22 +301,27 @@ class OpenAIChatBackend(BaseBackend):
             return self._error_completion(f"http {status}: {self._excerpt(raw)}", latency)
         try:
             return parse_chat_response(json.loads(raw), self.model_id, latency)
+        except KeyError as exc:
+            raise _Retryable("malformed response", f"no {exc.args[0]!r} field") from None
+        except json.JSONDecodeError as exc:
+            raise _Retryable("malformed response", f"invalid JSON: {_describe(exc)}") from None
         except _PARSE_ERRORS as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise _Retryable("malformed response", _describe(exc)) from None
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The session and semaphore of the running loop, made on first use in that loop."""
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        """The session of the running loop, made on first use in that loop."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            # the limiter decides what is in flight; the pool only has to hold its largest limit
+            connector = aiohttp.TCPConnector(limit=self.max_concurrency)
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-            self._semaphore = asyncio.Semaphore(self.concurrency)
+            if self._loop is not loop:
+                self.limiter.reset_waiters()  # waiters of another loop are gone with it
             self._loop = loop
-        assert self._semaphore is not None
-        return self._session, self._semaphore
+        return self._session
 
     def _api_key(self) -> str | None:
         if not self.api_key_env:
@@ -278,7 +368,10 @@ class OpenAIChatBackend(BaseBackend):
 
 def parse_chat_response(data: Any, model_id: str, latency_s: float) -> Completion:
     """A ``Completion`` from a chat completion body; raises KeyError/TypeError/... if malformed."""
-    choice = data["choices"][0]
+    choices = data["choices"]
+    if not choices:
+        raise ValueError("the response has no choices")
+    choice = choices[0]
     text = choice["message"]["content"]
     if text is None:
         text = ""
@@ -312,14 +405,7 @@ def parse_logprobs(block: Any) -> tuple[TokenLogprob, ...] | None:
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delay seconds or HTTP date), else None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return _seconds_until(value)
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
+    return parse_seconds(value, _seconds_until)
 
 
 def _seconds_until(http_date: str) -> float | None:
@@ -360,3 +446,13 @@ def _validate(
         raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
     if backoff_base_s < 0 or backoff_max_s < 0:
         raise ConfigError("backoff_base_s and backoff_max_s must be 0 or more")
+
+
+def _validate_limits(
+    concurrency: int, max_concurrency: int | None, requests_per_minute: float | None, tokens_per_minute: float | None
+) -> None:
+    if max_concurrency is not None and max_concurrency < concurrency:
+        raise ConfigError(f"max_concurrency ({max_concurrency}) must be at least concurrency ({concurrency})")
+    for name, value in (("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
