@@ -1,4 +1,4 @@
-"""Shared by the HTTP benchmarks: the test server in its own process, its counters, the machine."""
+"""Shared by the HTTP benchmarks: the test server in its own process, its counters, the result file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +40,16 @@ def stop_server(proc: subprocess.Popen) -> None:
 def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def result_header(started: float) -> dict[str, Any]:
+    """What every result file starts with: the command, the machine, the wall time since ``started``."""
+    return {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine(),
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def write_result(result: dict[str, Any], out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path} ({result['wall_s']:.0f} s)")

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _server import machine, server_stats, start_server, stop_server
+from _server import result_header, server_stats, start_server, stop_server, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "bench" / ".peers"
@@ -426,21 +426,10 @@ def main() -> None:
                               "ceiling_requests_per_s": concurrency / args.latency_s, "arms": arms})
     finally:
         stop_server(server)
-    result = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": machine(),
-        "spec": args.spec,
-        "latency_s": args.latency_s,
-        "repeats": args.repeats,
-        "peers": peers,
-        "cells": cells,
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+    result = {**result_header(t0), "spec": args.spec, "latency_s": args.latency_s, "repeats": args.repeats,
+              "peers": peers, "cells": cells}
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out} ({result['wall_s']:.0f} s)")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
