@@ -302,7 +302,7 @@ class OpenAIChatBackend(BaseBackend):
         try:
             return parse_chat_response(json.loads(raw), self.model_id, latency)
         except KeyError as exc:
-            raise _Retryable("malformed response", f"no {exc.args[0]!r} field") from None
+            raise _Retryable("malformed response", f"no {exc.args[0] if exc.args else '?'!r} field") from None
         except json.JSONDecodeError as exc:
             raise _Retryable("malformed response", f"invalid JSON: {_describe(exc)}") from None
         except _PARSE_ERRORS as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
