@@ -49,6 +49,16 @@ def embedded_gguf_path() -> Path:
     return files[0]
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX): then bf16 runs the
+    embedded model about 2x faster than float32 (measured here: prefill 1,015 vs 430 tokens/s)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def default_cache_dir() -> Path:
     """``$STREAMSYNTH_CACHE_DIR``, else ``$XDG_CACHE_HOME/streamsynth``, else ``~/.cache/streamsynth``."""
     env = os.environ.get("STREAMSYNTH_CACHE_DIR")
@@ -112,12 +122,25 @@ class LocalHFBackend(BaseBackend):
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 32,
         device: str = "cpu",
+        continuous: bool = True,
+        dtype: str = "float32",
     ) -> None:
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"dtype must be auto, float32 or bfloat16; got {dtype!r}")
+        if dtype == "auto":
+            dtype = "bfloat16" if device == "cpu" and cpu_has_native_bf16() else "float32"
         self.model = model
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.device = device
+        self.continuous = continuous
+        self.dtype = dtype
         self.preferred_batch_size = batch_size
+        # continuous batching takes requests one by one (the engine sends each as it comes);
+        # static batching wants the engine to gather them into batches
+        self.batching = not continuous
+        self.concurrency = batch_size
+        self._batcher: Any = None
         self._resolved = resolve_model(model)
         self._lock = threading.Lock()
         self._model: Any = None
@@ -126,7 +149,8 @@ class LocalHFBackend(BaseBackend):
 
     @property
     def model_id(self) -> str:
-        return f"local:{self._resolved.name}@{self._resolved.digest[:12]}"
+        base = f"local:{self._resolved.name}@{self._resolved.digest[:12]}"
+        return base if self.dtype == "float32" else f"{base}+{self.dtype}"  # other numerics, other answers
 
     # -- loading -------------------------------------------------------------------------
     def converted_dir(self) -> Path:
@@ -155,7 +179,7 @@ class LocalHFBackend(BaseBackend):
                     folder, kwargs = src.source, {}
                 tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
                 model = AutoModelForCausalLM.from_pretrained(
-                    folder, local_files_only=True, dtype="float32", **kwargs
+                    folder, local_files_only=True, dtype=self.dtype, **kwargs
                 )
             except (OSError, ValueError) as exc:
                 raise BackendUnavailable(
@@ -203,7 +227,43 @@ class LocalHFBackend(BaseBackend):
     async def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]:
         if not requests:
             return []
+        if self.continuous:
+            if self._model is None:
+                await asyncio.to_thread(self.load)
+            futures = [self.submit(r) for r in requests]
+            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         return await asyncio.to_thread(self.complete_blocking, list(requests))
+
+    def submit(self, request: CompletionRequest) -> Any:
+        """Hand one request to the continuous batcher; returns a ``concurrent.futures.Future``."""
+        from streamsynth.backends.continuous import ContinuousBatcher
+
+        self.load()
+        if self._batcher is None:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = ContinuousBatcher(self._model, self._tokenizer, model_id=self.model_id,
+                                                      max_batch=self.batch_size, device=self.device)
+        ids, prefix_len = self._prompt_ids(request)
+        return self._batcher.submit(request, ids, prefix_len)
+
+    def _prompt_ids(self, request: CompletionRequest) -> tuple[list[int], int]:
+        """Token ids of the prompt, and how many of them are the prefix shared by all but the last
+        message (0 when that prefix does not tokenize the same on its own)."""
+        tok = self._tokenizer
+        ids = tok(self._render(request), add_special_tokens=False)["input_ids"]
+        if len(request.messages) < 2 or not getattr(tok, "chat_template", None):
+            return ids, 0
+        head = tok.apply_chat_template([m.to_dict() for m in request.messages[:-1]], tokenize=False,
+                                       add_generation_prompt=False)
+        head_ids = tok(head, add_special_tokens=False)["input_ids"]
+        ok = 0 < len(head_ids) < len(ids) and ids[: len(head_ids)] == head_ids
+        return ids, len(head_ids) if ok else 0
+
+    async def aclose(self) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await asyncio.to_thread(batcher.close)
 
     def complete_blocking(self, requests: list[CompletionRequest]) -> list[Completion]:
         """Complete requests in this thread, batched by sampling parameters and length."""

@@ -51,13 +51,14 @@ def _friendly(fn):
     return wrapper
 
 
-def _make_backend(kind: BackendKind, *, model, base_url, api_key_env, concurrency, timeout, batch_size, cache_dir):
+def _make_backend(kind: BackendKind, *, model, base_url, api_key_env, concurrency, timeout, batch_size, cache_dir,
+                  dtype="float32"):
     from streamsynth.errors import ConfigError
 
     if kind is BackendKind.local:
         from streamsynth.backends.local_hf import LocalHFBackend
 
-        return LocalHFBackend(model, cache_dir=cache_dir, batch_size=batch_size)
+        return LocalHFBackend(model, cache_dir=cache_dir, batch_size=batch_size, dtype=dtype)
     if kind is BackendKind.openai:
         from streamsynth.backends.openai_http import OpenAIChatBackend
 
@@ -87,7 +88,8 @@ def generate(
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the API key (the key itself is never logged or stored)."),
     concurrency: int = typer.Option(64, min=1, help="openai: requests in flight."),
     timeout: float = typer.Option(60.0, min=0.1, help="openai: seconds before a request is retried."),
-    batch_size: int = typer.Option(32, min=1, help="local: requests per generate() batch."),
+    batch_size: int = typer.Option(64, min=1, help="local: most sequences decoded at once (continuous batching)."),
+    dtype: str = typer.Option("float32", help="local: float32 (default: the same data set at any concurrency) or bfloat16 (about 2x faster on CPUs with native bf16, but a text may change with the company it is batched with; auto picks it where native)."),
     seed: int = typer.Option(0, help="Seed for sampling and every random choice; the same config and seed give the same data set."),
     target: Optional[int] = typer.Option(None, min=1, help="Stop once this many samples are accepted."),
     max_tokens: Optional[int] = typer.Option(None, min=1, help="Hard cap on tokens (prompt + completion)."),
@@ -113,6 +115,7 @@ def generate(
 
 
 def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concurrency, timeout, batch_size, seed,
+              dtype="float32",
               target, max_tokens, max_dollars, price_prompt, price_completion, cache_dir, no_cache, overwrite,
               quiet) -> None:
     command = {k: v for k, v in locals().items() if k != "quiet"}  # what `resume` needs; never the key itself
@@ -131,7 +134,7 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
     cache_root = cache_dir or default_cache_dir()
     be = _make_backend(
         backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
-        timeout=timeout, batch_size=batch_size, cache_dir=cache_root,
+        timeout=timeout, batch_size=batch_size, cache_dir=cache_root, dtype=dtype,
     )
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
     out_dir = Path(out) if out is not None else Path("runs") / task.name
