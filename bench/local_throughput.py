@@ -1,9 +1,14 @@
 """Local model throughput (BENCHMARKS.md section 3, last line).
 
-Generated tokens per second of streamsynth's embedded backend (batched, per-row seeded sampling)
-against a plain ``model.generate`` loop at batch 1 on the same model, machine and run.
+Generated tokens per second of streamsynth's embedded backend on a task's real prompts and reply
+lengths (the default program's items for ``--spec``), in the same run:
 
-    python bench/local_throughput.py --requests 64 --batch-size 32 --max-new-tokens 48
+- ``static``: padded batches that run until their longest reply ends (the engine before issue 6);
+- ``continuous``: continuous batching with the shared-prefix cache, float32 (the default);
+- ``continuous_bf16``: the same in bfloat16 (``--dtype bfloat16``);
+- ``plain_generate_batch1``: a plain ``model.generate`` loop at batch 1 (on fewer requests: slow).
+
+    python bench/local_throughput.py --spec examples/sst2.yaml --requests 128 --batch-size 64
 """
 
 from __future__ import annotations
@@ -17,20 +22,37 @@ import time
 from pathlib import Path
 
 from streamsynth.backends.local_hf import LocalHFBackend
-from streamsynth.records import CompletionRequest, GenerationParams, Message
+from streamsynth.records import CompletionRequest
 
-TOPICS = ["acting", "plot", "music", "pacing", "dialogue", "visuals", "humor", "directing"]
+def requests(spec: str, n: int) -> list[CompletionRequest]:
+    """The first ``n`` items of the task's default program, as the engine would send them."""
+    import asyncio
+
+    from streamsynth.program import default_program
+    from streamsynth.task import load_task
+
+    task = load_task(spec)
+    method = default_program(task).methods[0]
+    asyncio.run(method.prepare(task, None))  # attributes from the spec (or generic ones)
+    out = []
+    for i in range(n):
+        item = method.plan(task, i, 0)
+        out.append(CompletionRequest(method.messages(item), item.params, seed=0, sample_index=i))
+    return out
 
 
-def requests(n: int, max_new_tokens: int) -> list[CompletionRequest]:
-    params = GenerationParams(temperature=0.9, top_p=0.95, max_new_tokens=max_new_tokens)
-    return [
-        CompletionRequest(
-            (Message("user", f"Write one sentence from a movie review about the {TOPICS[i % len(TOPICS)]}."),),
-            params, seed=0, sample_index=i,
-        )
-        for i in range(n)
-    ]
+def run_arm(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[int, float, list[str]]:
+    import asyncio
+
+    async def go():
+        t0 = time.perf_counter()
+        outs = await backend.complete(reqs)
+        dt = time.perf_counter() - t0
+        await backend.aclose()
+        return outs, dt
+
+    outs, dt = asyncio.run(go())
+    return sum(o.completion_tokens for o in outs), dt, [o.text for o in outs]
 
 
 def plain_loop(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[int, float]:
@@ -53,38 +75,47 @@ def plain_loop(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default="examples/sst2.yaml", help="task spec whose prompts are used")
     ap.add_argument("--model", default=None, help="GGUF file or HF folder (default: embedded SmolLM2-135M-Instruct)")
-    ap.add_argument("--requests", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--requests", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=16, help="requests for the batch-1 loop (it is slow)")
+    ap.add_argument("--arms", default="static,continuous,continuous_bf16,plain_generate_batch1")
     ap.add_argument("--out", default="bench/results/local_throughput.json")
     args = ap.parse_args()
 
-    backend = LocalHFBackend(args.model, batch_size=args.batch_size)
-    backend.load()
-    reqs = requests(args.requests, args.max_new_tokens)
-    backend.complete_blocking(reqs[:2])  # warm-up
-    t0 = time.perf_counter()
-    outs = backend.complete_blocking(reqs)
-    ours_s = time.perf_counter() - t0
-    ours_tokens = sum(o.completion_tokens for o in outs)
-    base_tokens, base_s = plain_loop(backend, reqs[: args.baseline_requests])
-    result = {
+    reqs = requests(args.spec, args.requests)
+    arms = args.arms.split(",")
+    result: dict = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "model": backend.model_id,
-        "streamsynth": {"requests": len(reqs), "batch_size": args.batch_size, "generated_tokens": ours_tokens,
-                        "seconds": round(ours_s, 2), "tokens_per_s": round(ours_tokens / ours_s, 1)},
-        "plain_generate_batch1": {"requests": args.baseline_requests, "generated_tokens": base_tokens,
-                                  "seconds": round(base_s, 2), "tokens_per_s": round(base_tokens / base_s, 1)},
+        "spec": args.spec, "requests": len(reqs), "batch_size": args.batch_size, "arms": {},
     }
-    result["speedup"] = round(result["streamsynth"]["tokens_per_s"] / result["plain_generate_batch1"]["tokens_per_s"], 2)
-    print(f"{'arm':<28}{'tokens':>8}{'seconds':>9}{'tok/s':>8}")
-    for name in ("streamsynth", "plain_generate_batch1"):
-        r = result[name]
-        print(f"{name:<28}{r['generated_tokens']:>8}{r['seconds']:>9}{r['tokens_per_s']:>8}")
-    print(f"speed-up: {result['speedup']}x")
+    texts = {}
+    for arm in arms:
+        if arm == "plain_generate_batch1":
+            backend = LocalHFBackend(args.model, continuous=False)
+            backend.load()
+            tokens, secs = plain_loop(backend, reqs[: args.baseline_requests])
+            n = args.baseline_requests
+        else:
+            backend = LocalHFBackend(args.model, batch_size=args.batch_size, continuous=arm != "static",
+                                     dtype="bfloat16" if arm.endswith("bf16") else "float32")
+            backend.load()
+            tokens, secs, texts[arm] = run_arm(backend, reqs)
+            n = len(reqs)
+        result["arms"][arm] = {"requests": n, "generated_tokens": tokens, "seconds": round(secs, 2),
+                               "tokens_per_s": round(tokens / secs, 1)}
+        print(f"{arm:<24}{n:>6} req{tokens:>8} tokens{secs:>9.1f} s{tokens / secs:>8.1f} tok/s", flush=True)
+    if "static" in texts and "continuous" in texts:
+        same = sum(a == b for a, b in zip(texts["static"], texts["continuous"]))
+        result["continuous_same_texts_as_static"] = f"{same}/{len(reqs)}"
+        print(f"continuous float32 gives the same text as static batches for {same} of {len(reqs)} requests")
+    base = result["arms"].get("plain_generate_batch1")
+    if base:
+        result["speedup_vs_batch1"] = {a: round(r["tokens_per_s"] / base["tokens_per_s"], 2)
+                                       for a, r in result["arms"].items() if a != "plain_generate_batch1"}
+        print("speed-up over batch 1:", result["speedup_vs_batch1"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
