@@ -166,7 +166,7 @@ class ContinuousBatcher:
         new_rows = []
         for request, ids, prefix_len, fut in waiting:
             if not fut.cancelled():
-                g = __import__("torch").Generator().manual_seed(request.sampling_seed)
+                g = torch.Generator().manual_seed(request.sampling_seed)
                 new_rows.append(_Row(request, fut, ids, prefix_len, g, time.perf_counter()))
         if new_rows:
             t0 = time.perf_counter()

@@ -26,7 +26,6 @@ from typing import Any, Sequence
 
 from streamsynth.backends.base import BaseBackend
 from streamsynth.errors import BackendUnavailable, ConfigError
-from streamsynth.fingerprint import derive_seed
 from streamsynth.packaged import package_folder
 from streamsynth.records import Completion, CompletionRequest, GenerationParams, TokenLogprob
 

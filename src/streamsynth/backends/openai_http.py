@@ -35,7 +35,6 @@ import aiohttp
 from streamsynth.backends.base import BaseBackend
 from streamsynth.backends.limits import AIMDLimiter, TokenBucket, parse_duration, parse_number, parse_seconds
 from streamsynth.errors import AuthenticationError, BackendUnavailable, ConfigError
-from streamsynth.fingerprint import derive_seed
 from streamsynth.records import Completion, CompletionRequest, TokenLogprob
 
 #: statuses below 500 that are worth retrying (every 5xx is retried too)

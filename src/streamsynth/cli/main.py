@@ -231,8 +231,8 @@ def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")
     con = Console(soft_wrap=True)
     con.print(f"[green]ok[/] [bold]{task.name}[/] ({task.kind}): {task.description}", highlight=False)
     con.print(f"  seeds from   {s['seeds_from']}: {s['seed_rows']} rows, {len(task.seeds)} chosen", highlight=False)
-    con.print(f"  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else "none"), highlight=False)
-    con.print(f"  test         " + (f"{s['test']} (read only by the final evaluation)" if s["test"] else "none"), highlight=False)
+    con.print("  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else "none"), highlight=False)
+    con.print("  test         " + (f"{s['test']} (read only by the final evaluation)" if s["test"] else "none"), highlight=False)
     if task.is_classification:
         table = Table(title="labels", title_justify="left")
         for col in ("label", "rows", "seeds", "description"):

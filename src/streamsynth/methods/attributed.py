@@ -135,7 +135,6 @@ class AttributeConditionedStrategy(Stateful):
 
     # -- run ---------------------------------------------------------------------------------
     async def run(self, item: Item, lm: Any) -> list[Sample]:
-        task = item.task
         completion = await lm.complete(self.messages(item), item.params)
         return [self.parse(item, lm, completion)]
 
