@@ -46,6 +46,18 @@ class JitterBackend(FakeBackend):
         return await super().complete(requests)
 
 
+def dies_after(n: int, message: str = "lost the server; start it again"):
+    """A fake backend that answers ``n`` requests, then is gone for good."""
+
+    class DiesAfter(FakeBackend):
+        async def complete(self, requests):
+            if self.calls >= n:
+                raise BackendUnavailable(message)
+            return await super().complete(requests)
+
+    return DiesAfter(reply, batch_size=4)
+
+
 def rows(report):
     key = lambda s: (s.id, dict(s.inputs), s.output, s.rejected_reason)
     return [key(s) for s in report.result.accepted], sorted(key(s) for s in report.result.rejected)
@@ -103,13 +115,7 @@ def test_target_gives_the_same_set_whatever_the_concurrency(tiny_task_spec):
 def test_resume_after_a_failure_at_a_constructed_point(tiny_task_spec, tmp_path):
     whole = generate(tiny_task_spec, FakeBackend(reply, batch_size=4), budget=40)
 
-    class DiesAfter(FakeBackend):
-        async def complete(self, requests):
-            if self.calls >= 12:
-                raise BackendUnavailable("lost the server; start it again")
-            return await super().complete(requests)
-
-    first = DiesAfter(reply, batch_size=4)
+    first = dies_after(12)
     with pytest.raises(BackendUnavailable):
         generate(tiny_task_spec, first, budget=40, out=tmp_path / "o", max_in_flight=4)
     run, fitted, items, cost, calls, _ = read_journal(tmp_path / "o" / JOURNAL)
@@ -123,14 +129,8 @@ def test_resume_after_a_failure_at_a_constructed_point(tiny_task_spec, tmp_path)
 
 
 def test_torn_last_journal_line_is_dropped(tiny_task_spec, tmp_path):
-    class DiesAfter(FakeBackend):
-        async def complete(self, requests):
-            if self.calls >= 8:
-                raise BackendUnavailable("gone")
-            return await super().complete(requests)
-
     with pytest.raises(BackendUnavailable):
-        generate(tiny_task_spec, DiesAfter(reply, batch_size=4), budget=20, out=tmp_path / "o", max_in_flight=4)
+        generate(tiny_task_spec, dies_after(8), budget=20, out=tmp_path / "o", max_in_flight=4)
     path = tmp_path / "o" / JOURNAL
     with path.open("ab") as fh:
         fh.write(b'{"item": 99, "samples": [{"id": "half')  # a write cut by a kill
@@ -140,12 +140,8 @@ def test_torn_last_journal_line_is_dropped(tiny_task_spec, tmp_path):
 
 
 def test_journal_of_another_run_is_refused(tiny_task_spec, tmp_path):
-    class Dies(FakeBackend):
-        async def complete(self, requests):
-            raise BackendUnavailable("gone")
-
     with pytest.raises(BackendUnavailable):
-        generate(tiny_task_spec, Dies(), budget=20, out=tmp_path / "o")
+        generate(tiny_task_spec, dies_after(0), budget=20, out=tmp_path / "o")
     from streamsynth.errors import OutputError
 
     with pytest.raises(OutputError, match="another run|different task, config or seed"):

@@ -176,9 +176,9 @@ RUN_COMMAND = "command.json"
 
 
 def _write_command(path: Path, command: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(command, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    from streamsynth.output.writer import write_text_atomic
+
+    write_text_atomic(path, json.dumps(command, indent=2))
 
 
 @app.command()
@@ -277,10 +277,10 @@ def init(
         raise ConfigError(f"{spec_path} already exists; pick another --out, or pass --force to replace it")
     starter = starter_spec(name, data, spec_path=spec_path, inputs=list(input), label=label, kind=kind,
                            dev=dev, test=test, per_label=per_label)
+    from streamsynth.output.writer import write_text_atomic
+
     spec_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = spec_path.with_name(spec_path.name + ".tmp")
-    tmp.write_text(starter.text, encoding="utf-8")
-    tmp.replace(spec_path)  # never a half-written spec
+    write_text_atomic(spec_path, starter.text)  # never a half-written spec
     labels = ", ".join(f"{k} ({v})" for k, v in starter.label_counts.items())
     Console().print(
         f"[green]wrote[/] {spec_path}: {starter.rows} rows" + (f", labels {labels}" if labels else "")

@@ -52,6 +52,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file so that a reader sees the old file or the new one, never half."""
+    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
 def _jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
