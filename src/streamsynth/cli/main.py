@@ -222,6 +222,100 @@ def _summary(report) -> None:
 
 @app.command()
 @_friendly
+def stream(
+    stream_file: Path = typer.Argument(..., help="Stream file (YAML): task specs in order, budget per task, store, learning."),
+    out: Path = typer.Option(Path("runs/stream"), "--out", "-o", help="Output folder: one sub-folder per task, and stream.json."),
+    budget: Optional[int] = typer.Option(None, min=4, help="Synthesizer queries per task [default: the stream file's]."),
+    store: Optional[Path] = typer.Option(None, help="Experience store (SQLite file) [default: the stream file's]."),
+    learning: Optional[str] = typer.Option(None, help="Comma-separated: explicit, weights; 'none' for no experience [default: the stream file's]."),
+    seed: Optional[int] = typer.Option(None, help="Seed for sampling, rounds and selection [default: the stream file's]."),
+    backend: BackendKind = typer.Option(BackendKind.local, help="local (default: embedded SmolLM2-135M-Instruct), openai or fake."),
+    model: Optional[str] = typer.Option(None, help="local: a .gguf file or Hugging Face model folder; openai: the model name."),
+    base_url: Optional[str] = typer.Option(None, help="openai: server URL ending in /v1 [env: STREAMSYNTH_BASE_URL]."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the API key."),
+    concurrency: int = typer.Option(64, min=1, help="openai: requests in flight."),
+    batch_size: int = typer.Option(64, min=1, help="local: most sequences decoded at once."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Response cache and converted models [default: $STREAMSYNTH_CACHE_DIR or ~/.cache/streamsynth]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the per-task summary."),
+) -> None:
+    """Run a stream of tasks, learning from each one for the next (SynLearner).
+
+    For each task: start from experience, generate in rounds with feedback, select, keep only what
+    helps on dev data, remember. Rerun the same command to resume an interrupted stream.
+    """
+    from streamsynth.backends.local_hf import default_cache_dir
+    from streamsynth.learn.stream import arun_stream, load_stream
+    from streamsynth.runtime import ResponseCache
+
+    overrides = {"budget": budget, "seed": seed, "store": str(store.resolve()) if store is not None else None}
+    if learning is not None:
+        overrides["learning"] = [] if learning.strip() == "none" else [x.strip() for x in learning.split(",") if x.strip()]
+    spec = load_stream(stream_file, **overrides)
+    cache_root = cache_dir or default_cache_dir()
+    cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
+    con = Console(soft_wrap=True)
+
+    def make(adapter):
+        if adapter is not None and backend is not BackendKind.local:
+            from streamsynth.errors import ConfigError
+
+            raise ConfigError("'weights' learning trains the local model; use --backend local or drop 'weights'")
+        be = _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                           timeout=60.0, batch_size=batch_size, cache_dir=cache_root)
+        if adapter is not None:
+            from streamsynth.backends.local_hf import LocalHFBackend
+
+            be = LocalHFBackend(model, cache_dir=cache_root, batch_size=batch_size, adapter=adapter)
+        return be
+
+    def show(e):
+        kind = e.get("event")
+        if kind == "task_start":
+            con.print(f"[bold]task {e['position'] + 1}: {e['task']}[/]  model {e['model']}", highlight=False)
+        elif kind == "experience" and not quiet:
+            used = ", ".join(f"{x['task']} ({x['similarity']:.2f})" for x in e["similar_tasks"]) or "none"
+            con.print(f"  experience: similar tasks {used}; guidance: {e['guidance'] or '-'}; "
+                      f"exemplars {e['exemplars']}", highlight=False)
+        elif kind == "round" and not quiet:
+            con.print(f"  round {e['round'] + 1}: {e['calls']} calls, {e['accepted']} accepted, "
+                      f"mean reward {e['mean_reward']:.3f}", highlight=False)
+        elif kind == "weights":
+            con.print(f"  weights: LoRA adapter trained in {e['seconds']:.1f} s", highlight=False)
+        elif kind == "task_resumed":
+            con.print(f"[dim]task {e['position'] + 1}: {e['task']} already done (resumed)[/]", highlight=False)
+        elif kind == "task_done":
+            u = e["utility"]
+            con.print(
+                f"  done: {e['calls']} calls, {e['kept']} of {e['samples']} samples kept; rewards: mean {e['mean_reward']:.3f}, "
+                f"label {e['mean_label']:.3f}, quality {e['mean_quality']:.3f}; diversity {e['diversity']:.3f}, "
+                f"distinct-2 {e['distinct_2']:.3f}; dev utility ({u['method']}) seeds {u['seed_only']:.3f} -> "
+                f"{max([float(v) for v in u['scores'].values()] or [u['seed_only']]):.3f}; {e['wall_s']:.0f} s",
+                highlight=False)
+            con.print(f"  {e['message']}", highlight=False)
+
+    try:
+        outcomes = asyncio.run(arun_stream(spec, out=out, make_backend=make, cache=cache, on_event=show))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: rerun the same command to resume from the last finished task")
+        raise typer.Exit(130) from None
+    finally:
+        if cache is not None:
+            cache.close()
+    table = Table(title=f"stream: {spec.source}")
+    for col in ("#", "task", "calls", "kept", "reward", "diversity", "dev seeds", "dev kept", "wall s"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for o in outcomes:
+        u = o.utility
+        table.add_row(str(o.position + 1), o.task, str(o.calls), f"{o.kept}/{o.samples}", f"{o.mean_reward:.3f}",
+                      f"{o.diversity:.3f}", f"{u['seed_only']:.3f}", f"{u['scores'].get(str(u['kept']), u['seed_only']):.3f}",
+                      f"{o.wall_s:.0f}")
+    con.print(table)
+    con.print(f"written: {out}/  (stream.json, one folder per task); experience: {spec.store_path}", highlight=False)
+
+
+@app.command()
+@_friendly
 def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")) -> None:
     """Check a task spec and its data without calling any model, and show what the task will look like."""
     from streamsynth.task import load_task

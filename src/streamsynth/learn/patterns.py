@@ -1,0 +1,159 @@
+"""Synthesis patterns, and the method that explores them.
+
+A pattern is one way of asking for a sample: a template variant, how many real seed examples go
+into the prompt, and the sampling temperature (``tpl=contrast|shots=3|temp=0.7``). The attribute
+combination is drawn per item as before (AttrPrompt), so every sample records both its pattern and
+its attributes, and feedback can be credited to the choice that made it.
+
+``ExploringStrategy`` picks each item's pattern by Thompson sampling from its ``policy`` (a Beta
+distribution per pattern: what the learner believes about the pattern's reward). The draw is seeded
+by (run seed, item index), so planning stays pure and the data set reproducible. The policy is
+configuration: a learner writes a new one into a copy of the program (``SynLearner.partial_fit``);
+running the program never changes it.
+
+Papers: AttrPrompt (arXiv 2306.15895) for attribute conditioning; SynLearner (arXiv 2605.29940)
+for rewarding diverse synthesis patterns; Thompson sampling (Thompson 1933; Chapelle and Li 2011).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+from streamsynth.errors import ConfigError
+from streamsynth.fingerprint import derive_seed
+from streamsynth.methods.attributed import DEFAULT_TEMPLATES, FALLBACK_ATTRIBUTES, AttributeConditionedStrategy, render_messages
+from streamsynth.methods.base import Item
+from streamsynth.records import Example, GenerationParams, Message
+from streamsynth.state import component
+from streamsynth.task import Task
+
+#: template variants: overrides of the attribute-conditioned templates. ``{others}`` is the other
+#: labels, ``{guidance}`` the hints retrieved from experience.
+TEMPLATE_VARIANTS: Mapping[str, Mapping[str, str]] = {
+    "plain": {},
+    "contrast": {"instruction": "Write {what} labeled {label}{desc}. It must read as {label}, not as {others}."},
+    "direct": {"reply": "Reply with the {noun} itself: no introduction, no label, no quotes."},
+    "guided": {"reply": "Reply with the {noun} only. {guidance}"},
+}
+DEFAULT_SHOTS = (1, 3)
+DEFAULT_TEMPERATURES = (0.7, 1.0)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pattern:
+    template: str
+    shots: int
+    temperature: float
+
+    @property
+    def id(self) -> str:
+        return f"tpl={self.template}|shots={self.shots}|temp={self.temperature:g}"
+
+    @classmethod
+    def from_id(cls, pattern_id: str) -> "Pattern":
+        try:
+            parts = dict(p.split("=", 1) for p in pattern_id.split("|"))
+            return cls(parts["tpl"], int(parts["shots"]), float(parts["temp"]))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"pattern {pattern_id!r} is not of the form 'tpl=NAME|shots=N|temp=T'; check the policy's keys"
+            ) from exc
+
+
+def pattern_space(*, templates: Sequence[str] = ("plain", "contrast", "direct"), shots: Sequence[int] = DEFAULT_SHOTS,
+                  temperatures: Sequence[float] = DEFAULT_TEMPERATURES, guided: bool = False) -> list[str]:
+    """Every combination, as pattern ids (``guided`` adds the template that carries lessons)."""
+    names = list(templates) + (["guided"] if guided and "guided" not in templates else [])
+    unknown = [t for t in names if t not in TEMPLATE_VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown template variants {unknown}; known: {sorted(TEMPLATE_VARIANTS)}")
+    return [Pattern(t, k, float(temp)).id for t in names for k in shots for temp in temperatures]
+
+
+def thompson_choice(policy: Mapping[str, Sequence[float]], seed: int) -> str:
+    """One Thompson-sampling draw over ``policy`` (pattern -> (alpha, beta)), seeded."""
+    rng = random.Random(seed)
+    best, best_v = "", -1.0
+    for pid in sorted(policy):
+        a, b = policy[pid]
+        v = rng.betavariate(max(float(a), 1e-3), max(float(b), 1e-3))
+        if v > best_v:
+            best, best_v = pid, v
+    return best
+
+
+@component("explore")
+class ExploringStrategy(AttributeConditionedStrategy):
+    """Attribute-conditioned new examples, each with a pattern drawn from a Beta policy."""
+
+    name = "explore"
+
+    def __init__(
+        self,
+        *,
+        policy: Mapping[str, Sequence[float]] | None = None,
+        guidance: str = "",
+        exemplars: Mapping[str, Sequence[str]] | None = None,
+        attributes: Mapping[str, Sequence[str]] | None = None,
+        params: GenerationParams | Mapping[str, Any] | None = None,
+        label_weights: Mapping[str, float] | None = None,
+        templates: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(attributes=attributes, params=params, label_weights=label_weights, templates=templates)
+        space = policy if policy else {pid: (1.0, 1.0) for pid in pattern_space(guided=bool(guidance))}
+        self.policy = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(space.items())}
+        for pid, (a, b) in self.policy.items():
+            p = Pattern.from_id(pid)
+            if p.template not in TEMPLATE_VARIANTS:
+                raise ConfigError(f"policy pattern {pid!r} names an unknown template; known: {sorted(TEMPLATE_VARIANTS)}")
+            if p.template == "guided" and not guidance:
+                raise ConfigError(f"policy pattern {pid!r} needs guidance text; give guidance or drop the pattern")
+            if a <= 0 or b <= 0:
+                raise ConfigError(f"policy of {pid!r} must have positive alpha and beta, got {a}, {b}")
+        self.guidance = guidance
+        #: high-reward texts from earlier runs of the same task, per label: extra demonstrations
+        self.exemplars = {k: list(v) for k, v in (exemplars or {}).items()}
+
+    def setup_calls(self, task: Task) -> int:
+        return super().setup_calls(task)
+
+    def plan(self, task: Task, index: int, seed: int) -> Item:
+        pid = thompson_choice(self.policy, derive_seed(seed, "pattern", index))
+        pattern = Pattern.from_id(pid)
+        attrs = self.attributes_ or self.attributes or dict(task.attributes) or dict(FALLBACK_ATTRIBUTES)
+        rng = random.Random(derive_seed(seed, self.name, index))
+        label = self._label_for(task, index, seed)
+        chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
+        pool: list[Example] = list(task.seeds_for(label))
+        pool += [Example(f"exemplar-{label}-{i}", {task.input_fields[0]: t}, label)
+                 for i, t in enumerate(self.exemplars.get(label, ())) if task.kind == "classification"]
+        shots = tuple(rng.sample(pool, min(pattern.shots, len(pool))))
+        base = self._params(task)
+        params = replace(base, temperature=pattern.temperature)
+        return Item(
+            task=task, index=index, seed=seed, method=self.name, max_calls=1, pattern=pid,
+            label=label, attributes=chosen, demonstrations=shots, params=params,
+            conditioning={"label": label, "attributes": chosen, "template": pattern.template, "shots": pattern.shots,
+                          "temperature": pattern.temperature},
+        )
+
+    def templates_for(self, item: Item) -> dict[str, str]:
+        """The item's template variant over the program's templates, with its blanks filled."""
+        pattern = Pattern.from_id(item.pattern)
+        merged = {**self.templates, **TEMPLATE_VARIANTS[pattern.template]}
+        others = [lab for lab in item.task.label_names if lab != item.label]
+        fill = {"{others}": " or ".join(others) or "anything else", "{guidance}": self.guidance}
+        out = {}
+        for k, v in merged.items():
+            for blank, text in fill.items():
+                v = v.replace(blank, text.replace("{", "{{").replace("}", "}}"))
+            out[k] = v
+        return out
+
+    def messages(self, item: Item) -> tuple[Message, ...]:
+        return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, self.templates_for(item))
+
+
+__all__ = ["DEFAULT_TEMPLATES", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "pattern_space", "thompson_choice"]

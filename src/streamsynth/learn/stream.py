@@ -1,0 +1,463 @@
+"""The stream: tasks one after another, each planned, generated, scored, learned from.
+
+For each task in turn:
+
+1. **start from experience** — ``SynLearner.fit`` gives the program priors over synthesis patterns
+   from similar earlier tasks, guidance from retrieved lessons and exemplars of the same task;
+2. **generate in rounds** — the budget is split into rounds; each round is an engine run (journal,
+   cache, crash-safe) of the program, and after it every sample gets a reward (label agreement,
+   quality, set diversity) and ``partial_fit`` moves the pattern policy towards what earned it;
+3. **select** — quality-weighted maximal marginal relevance ranks the accepted samples, and the
+   dev utility gate keeps the prefix that helps the benchmark student most on dev data (cross-
+   validation over the seeds when there is no dev split) — none when nothing helps;
+4. **remember** — rewards per pattern, the task descriptor, lessons and exemplars go into the store,
+   which is snapshotted per task; with ``weights`` learning, a LoRA adapter of the local
+   synthesizer is trained on the high-reward samples and carried to the next task.
+
+An interrupted stream resumes from the last finished task (``stream.json`` in the output folder;
+the store is rolled back to that task's snapshot), and inside a task from the rounds' journals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamsynth.errors import ConfigError, SpecError
+from streamsynth.fingerprint import derive_seed, fingerprint
+from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
+from streamsynth.learn.reflect import model_reflection, reflect
+from streamsynth.output.writer import write_run, write_text_atomic
+from streamsynth.quality.clean import normalize_for_dedup
+from streamsynth.records import Sample
+from streamsynth.runtime.runner import RunResult, RunStats
+from streamsynth.task import Task, load_task
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardSpec(_Strict):
+    label: float = Field(0.4, ge=0)
+    quality: float = Field(0.3, ge=0)
+    diversity: float = Field(0.3, ge=0)
+
+
+class SelectionSpec(_Strict):
+    balance: float = Field(0.7, ge=0, le=1, description="1: quality only; 0: diversity only")
+    min_gain: float = Field(0.005, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
+    fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+class WeightsSpec(_Strict):
+    min_reward: float = Field(0.6, ge=0, le=1)
+    sft_epochs: int = Field(2, ge=1)
+    grpo_steps: int = Field(4, ge=0)
+
+
+class StreamSpec(_Strict):
+    tasks: list[str] = Field(..., min_length=1)
+    budget: int = Field(128, ge=4, description="synthesizer queries per task")
+    store: str = Field("experience.sqlite", description="the experience store (SQLite file), relative to this file")
+    learning: list[Literal["explicit", "weights"]] = Field(default_factory=lambda: ["explicit"])
+    rounds: int = Field(3, ge=1, le=16)
+    seed: int = 0
+    reflect_with_model: bool = True
+    reward: RewardSpec = RewardSpec()
+    selection: SelectionSpec = SelectionSpec()
+    weights: WeightsSpec = WeightsSpec()
+
+
+@dataclass(frozen=True)
+class Stream:
+    spec: StreamSpec
+    task_paths: tuple[Path, ...]
+    store_path: Path
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint({"spec": self.spec.model_dump(), "tasks": [str(p) for p in self.task_paths]})
+
+
+def load_stream(path: str | Path, **overrides: Any) -> Stream:
+    """Read a stream file: task specs in order (paths relative to the file), budget, store, learning."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"stream file {path} not found; give the path of a stream YAML such as examples/stream.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path} must be a mapping with 'tasks', 'budget', 'store' and 'learning'")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        spec = StreamSpec.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"])
+        raise SpecError(f"{path}: {where}: {e['msg']}") from None
+    base = path.resolve().parent
+    paths = tuple((base / t).resolve() for t in spec.tasks)
+    missing = [str(t) for t, p in zip(spec.tasks, paths) if not p.is_file()]
+    if missing:
+        raise SpecError(f"{path}: task spec {missing[0]} not found (paths are relative to the stream file)")
+    store = Path(spec.store)
+    store = store if store.is_absolute() else base / store
+    return Stream(spec, paths, store, str(path))
+
+
+@dataclass
+class TaskOutcome:
+    """What one task of the stream did: printed per task and kept in ``stream.json``."""
+
+    task: str
+    position: int
+    calls: int
+    samples: int
+    kept: int
+    mean_reward: float
+    mean_label: float
+    mean_quality: float
+    diversity: float
+    distinct_2: float
+    utility: dict[str, Any]
+    experience: dict[str, Any]
+    patterns: dict[str, Any]
+    wall_s: float
+    out_dir: str
+    adapter: dict[str, Any] | None = None
+    weights_s: float = 0.0
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LearningContext:
+    """What a task's run needs besides the task: the learner, rewards, selection and the gate."""
+
+    learner: SynLearner
+    reward: Any
+    selector: Any
+    utility: Any
+    embedder: Any
+    rounds: int = 3
+    selection: SelectionSpec = field(default_factory=SelectionSpec)
+    reflect_with_model: bool = True
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0
+
+
+def split_budget(budget: int, rounds: int) -> list[int]:
+    rounds = max(1, min(rounds, budget))
+    base, extra = divmod(budget, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def _dedup(samples: Sequence[Sample], fields: Sequence[str]) -> tuple[list[Sample], list[Sample]]:
+    """Accepted samples without exact (normalised) repeats across rounds, first one kept."""
+    seen: dict[str, str] = {}
+    keep, drop = [], []
+    for s in samples:
+        key = normalize_for_dedup(" ".join(s.inputs.get(f, "") for f in fields))
+        if key in seen:
+            drop.append(s.reject("duplicate", f"same text as {seen[key]} (an earlier round)"))
+        else:
+            seen[key] = s.id
+            keep.append(s)
+    return keep, drop
+
+
+async def run_learning_task(
+    task: Task,
+    backend: Any,
+    ctx: LearningContext,
+    *,
+    budget: int,
+    seed: int,
+    out_dir: Path,
+    cache: Any = None,
+    now: float = 0.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[TaskOutcome, dict[str, Any]]:
+    """One task with learning: experience in, rounds with feedback, selection and the gate, remember."""
+    from streamsynth.api import agenerate
+    from streamsynth.runtime import BudgetMeter, Engine
+    from streamsynth.runtime.lm import ItemLM
+
+    t0 = time.perf_counter()
+    emit = on_event or (lambda e: None)
+    descriptor = ctx.embedder.encode([descriptor_text(task)])[0]
+    program, experience = ctx.learner.fit(learning_program(task), task, descriptor=descriptor, now=now)
+    emit({"event": "experience", "task": task.name, **experience.summary()})
+    reflect_calls = 1 if ctx.reflect_with_model and budget > ctx.rounds + 1 else 0
+    all_samples: list[Sample] = []
+    rewards: dict[str, float] = {}
+    parts: dict[str, dict[str, float]] = {}
+    rounds: list[tuple[int, Any]] = []
+    calls = 0
+    policy_start = dict(program.methods[0].policy)
+    for r, b in enumerate(split_budget(budget - reflect_calls, ctx.rounds)):
+        round_seed = derive_seed(seed, "round", r)
+        rounds.append((round_seed, program))
+        report = await agenerate(task, backend, budget=b, out=out_dir / "rounds" / f"r{r}", seed=round_seed,
+                                 cache=cache, program=program)
+        res = report.result
+        calls += res.stats.queries
+        new = list(res.accepted) + [s for s in res.rejected]
+        scored = [s for s in res.accepted]
+        round_rewards: dict[str, list[float]] = {}
+        if scored:
+            # rewards are computed over everything accepted so far, so diversity is set-level
+            pool = [s for s in all_samples if s.accepted] + scored
+            feedback = ctx.reward.score(pool, task)
+            for fb in feedback:
+                rewards[fb.sample_id] = float(fb.reward)
+                parts[fb.sample_id] = {"label": float(fb.label), "quality": float(fb.quality), "diversity": float(fb.diversity)}
+        for s in new:
+            rewards.setdefault(s.id, 0.0)  # a rejected sample earned nothing for its pattern
+            round_rewards.setdefault(s.provenance.pattern, []).append(rewards[s.id])
+        all_samples += new
+        program = ctx.learner.partial_fit(program, round_rewards)
+        emit({"event": "round", "task": task.name, "round": r, "calls": res.stats.queries, "accepted": len(res.accepted),
+              "mean_reward": _mean([rewards[s.id] for s in new])})
+    # -- select: rank by quality-weighted MMR, then keep the prefix that helps on dev -------------
+    accepted = [dataclasses.replace(s, scores={**s.scores, "reward": rewards.get(s.id, 0.0), **{
+        f"reward_{k}": v for k, v in parts.get(s.id, {}).items()}}) for s in all_samples if s.accepted]
+    accepted, dups = _dedup(accepted, task.input_fields)
+    ranked = ctx.selector.select(accepted, task, seed=seed)
+    choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain)
+    kept = list(ranked[: choice.keep])
+    kept_ids = {s.id for s in kept}
+    rejected = [s for s in all_samples if not s.accepted] + dups
+    gate_reason = (f"dev utility gate: keeping {choice.keep} of {len(ranked)} ranked samples; {choice.reason}")
+    rejected += [s.reject("utility_gate", gate_reason) for s in ranked[choice.keep:]]
+    rejected += [s.reject("selection", "not ranked by the selector") for s in accepted if s not in ranked and s.id not in kept_ids]
+    # -- reflect and remember --------------------------------------------------------------------
+    reflection = None
+    if reflect_calls:
+        meter = BudgetMeter(reflect_calls)
+        engine = Engine(backend, meter, cache)
+        try:
+            lm = ItemLM(engine, index=-100, seed=derive_seed(seed, "reflect"), max_calls=reflect_calls)
+            by_reward = sorted((s for s in all_samples if s.accepted), key=lambda s: (-rewards[s.id], s.id))
+            text = lambda s: " / ".join(s.inputs.get(f, "") for f in task.input_fields)  # noqa: E731
+            reflection = await model_reflection(task, lm, [text(s) for s in by_reward[:3]], [text(s) for s in by_reward[-3:]])
+            calls += meter.queries
+        finally:
+            await engine.aclose()
+    lessons = reflect(task.name, all_samples, rewards)
+    if reflection:
+        from streamsynth.learn.reflect import LessonDraft
+
+        lessons.append(LessonDraft(f"Reflection on {task.name}: {reflection}", importance=2.0, kind="reflection"))
+    ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
+                         kept=kept, meta={"utility": dataclasses.asdict(choice)})
+    # -- report and write ------------------------------------------------------------------------
+    div = ctx.reward.diversity_summary(kept, task) if kept and hasattr(ctx.reward, "diversity_summary") else {}
+    by_pattern: dict[str, list[float]] = {}
+    for s in all_samples:
+        by_pattern.setdefault(s.provenance.pattern, []).append(rewards.get(s.id, 0.0))
+    helped = choice.keep > 0
+    message = (f"kept {choice.keep} synthetic samples: they raised dev utility from {choice.seed_only:.3f} to "
+               f"{choice.scores.get(choice.keep, choice.seed_only):.3f}" if helped else
+               f"kept no synthetic samples: none of the candidate sets beat the seeds alone on dev data "
+               f"({choice.seed_only:.3f}); {choice.reason}")
+    outcome = TaskOutcome(
+        task=task.name, position=0, calls=calls, samples=len(all_samples), kept=len(kept),
+        mean_reward=_mean([rewards.get(s.id, 0.0) for s in all_samples]),
+        mean_label=_mean([parts[s.id]["label"] for s in kept if s.id in parts]),
+        mean_quality=_mean([parts[s.id]["quality"] for s in kept if s.id in parts]),
+        diversity=float(div.get("density_diversity", 0.0)), distinct_2=float(div.get("distinct_2", 0.0)),
+        utility={"method": getattr(choice, "method", ""), "seed_only": choice.seed_only, "kept": choice.keep,
+                 "scores": {str(k): v for k, v in choice.scores.items()}, "helped": helped},
+        experience=experience.summary(),
+        patterns={p: {"n": len(v), "mean_reward": round(_mean(v), 4)} for p, v in sorted(by_pattern.items())},
+        wall_s=time.perf_counter() - t0, out_dir=str(out_dir), message=message,
+    )
+    stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=calls, calls=calls, cached_calls=0, tokens=0,
+                     completion_tokens=0, budget=budget, elapsed_s=outcome.wall_s)
+    result = RunResult(task=task, accepted=kept, rejected=rejected, stopped_reason="budget", wall_s=outcome.wall_s,
+                       stats=stats, program_state=program.dump_state(), items=len(all_samples))
+    from streamsynth.output import build_manifest
+
+    manifest = build_manifest(result, config={"model": backend.model_id, "budget": budget, "learning": "stream"},
+                              run_fingerprint=fingerprint({"task": task.fingerprint, "seed": seed, "budget": budget}), seed=seed)
+    manifest["learning"] = {"experience": experience.summary(), "policy_start": policy_start,
+                            "policy_end": program.methods[0].policy, "patterns": outcome.patterns,
+                            "utility": outcome.utility, "message": message, "lessons_written": [x.text for x in lessons]}
+    write_run(out_dir, result, manifest)
+    emit({"event": "task_done", **outcome.to_dict()})
+    extras = {"rounds": rounds, "kept": kept, "rewards": rewards, "all": all_samples}
+    return outcome, extras
+
+
+def _progress_path(out: Path) -> Path:
+    return out / "stream.json"
+
+
+def _read_progress(out: Path, stream_fp: str) -> list[dict[str, Any]]:
+    p = _progress_path(out)
+    if not p.is_file():
+        return []
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        return []
+    if data.get("stream_fingerprint") != stream_fp:
+        raise ConfigError(f"{out} holds a different stream (other tasks, budget or settings); choose another --out folder")
+    return list(data.get("done", []))
+
+
+def _write_progress(out: Path, stream_fp: str, done: list[dict[str, Any]]) -> None:
+    write_text_atomic(_progress_path(out), json.dumps({"stream_fingerprint": stream_fp, "done": done}, indent=2))
+
+
+async def arun_stream(
+    stream: Stream,
+    *,
+    out: Path,
+    make_backend: Callable[[Any], Any],
+    cache: Any = None,
+    embedder: Any = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    tasks: Sequence[Task] | None = None,
+) -> list[TaskOutcome]:
+    """Run every task of ``stream`` in order, learning as configured; resumes a stopped stream."""
+    from streamsynth.learn.feedback import DevUtility, Reward
+    from streamsynth.learn.store import ExperienceStore
+    from streamsynth.quality.select import MMRSelector
+
+    spec = stream.spec
+    emit = on_event or (lambda e: None)
+    out.mkdir(parents=True, exist_ok=True)
+    sfp = stream.fingerprint
+    done = _read_progress(out, sfp)
+    if embedder is None:
+        from streamsynth.eval.embedder import Embedder
+
+        embedder = Embedder()
+    explicit = "explicit" in spec.learning
+    store = ExperienceStore(stream.store_path) if explicit or "weights" in spec.learning else None
+    outcomes: list[TaskOutcome] = []
+    try:
+        snap = f"{sfp[:10]}-{len(done)}"
+        if store is not None:
+            if snap in store.snapshots():
+                store.restore(snap)  # roll back whatever an interrupted task had half written
+            else:
+                store.snapshot(snap)
+        adapter = None
+        if done and done[-1].get("adapter"):
+            from streamsynth.learn.weights import AdapterRef
+
+            adapter = AdapterRef.from_dict(done[-1]["adapter"])
+        task_list = list(tasks) if tasks is not None else [load_task(p) for p in stream.task_paths]
+        for pos, task in enumerate(task_list):
+            if pos < len(done):
+                outcomes.append(TaskOutcome(**done[pos]))
+                emit({"event": "task_resumed", **done[pos]})
+                continue
+            ctx = LearningContext(
+                learner=SynLearner(store if explicit else None), reward=Reward(spec.reward.model_dump(), embedder=embedder),
+                selector=MMRSelector(balance=spec.selection.balance, embedder=embedder),
+                utility=DevUtility(embedder=embedder, seed=spec.seed), embedder=embedder, rounds=spec.rounds,
+                selection=spec.selection, reflect_with_model=spec.reflect_with_model,
+            )
+            backend = make_backend(adapter)
+            emit({"event": "task_start", "task": task.name, "position": pos, "model": backend.model_id})
+            try:
+                outcome, extras = await run_learning_task(
+                    task, backend, ctx, budget=spec.budget, seed=derive_seed(spec.seed, "task", task_key(task)),
+                    out_dir=out / f"{pos + 1:02d}-{task.name}", cache=cache, now=float(pos), on_event=on_event,
+                )
+            finally:
+                close = getattr(backend, "aclose", None)
+                if close is not None:
+                    await close()
+            outcome.position = pos
+            if "weights" in spec.learning:
+                t_w = time.perf_counter()
+                adapter = await train_adapter(task, backend, ctx, extras, start=adapter, out_dir=out / "adapters" / f"{pos + 1:02d}-{task.name}",
+                                              spec=spec.weights, seed=spec.seed)
+                outcome.weights_s = time.perf_counter() - t_w
+                outcome.adapter = adapter.to_dict() if adapter is not None else None
+                emit({"event": "weights", "task": task.name, "seconds": outcome.weights_s,
+                      "adapter": outcome.adapter})
+            done.append(outcome.to_dict())
+            if store is not None:
+                store.snapshot(f"{sfp[:10]}-{pos + 1}")
+            _write_progress(out, sfp, done)
+            outcomes.append(outcome)
+    finally:
+        if store is not None:
+            store.close()
+    return outcomes
+
+
+async def train_adapter(task: Task, backend: Any, ctx: LearningContext, extras: Mapping[str, Any], *, start: Any,
+                        out_dir: Path, spec: WeightsSpec, seed: int) -> Any:
+    """LoRA SFT on the task's high-reward samples, then GRPO with the reward; returns the adapter."""
+    import asyncio
+
+    from streamsynth.learn.weights import TrainingExample, WeightLearner
+
+    base_folder = getattr(backend, "converted_dir", None)
+    if base_folder is None:
+        raise ConfigError("weights learning needs the local backend (a model on this machine); "
+                          "remove 'weights' from learning for an API model")
+    rewards = extras["rewards"]
+    by_seed = {sd: prog for sd, prog in extras["rounds"]}
+    examples = []
+    prompts_meta = []
+    for s in extras["all"]:
+        program = by_seed.get(s.provenance.seed)
+        if program is None or s.provenance.sample_index < 0:
+            continue
+        method = program.methods[0]
+        item = method.plan(task, s.provenance.sample_index, s.provenance.seed)  # pure: the same prompt again
+        msgs = method.messages(item)
+        prompts_meta.append((msgs, item.label))
+        text = s.inputs.get(task.input_fields[0], "") if s.accepted else ""
+        if text:
+            examples.append(TrainingExample(messages=msgs, completion=text, reward=float(rewards.get(s.id, 0.0))))
+    learner = WeightLearner(min_reward=spec.min_reward, sft_epochs=spec.sft_epochs, grpo_steps=spec.grpo_steps, seed=seed)
+    reward_fn = make_grpo_reward(task, ctx, prompts_meta)
+    backend_dir = backend.converted_dir()
+    return await asyncio.to_thread(learner.fit, backend_dir, examples, reward_fn=reward_fn, start=start, out_dir=out_dir)
+
+
+def make_grpo_reward(task: Task, ctx: LearningContext, prompts_meta: Sequence[tuple[Any, str | None]]) -> Callable[..., list[float]]:
+    """The composite reward for completions of the synthesis prompts (label agreement and quality)."""
+    labels_by_prompt = {json.dumps([m.to_dict() for m in msgs]): label for msgs, label in prompts_meta}
+
+    def reward_fn(prompts: Sequence[Any], completions: Sequence[str]) -> list[float]:
+        from streamsynth.learn.feedback import LabelAgreement, QualityReward
+        from streamsynth.quality.clean import clean_text
+        from streamsynth.records import Provenance
+
+        samples = []
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            key = json.dumps([m.to_dict() for m in p]) if not isinstance(p, str) else p
+            label = labels_by_prompt.get(key) or task.label_names[0]
+            text = clean_text(c, labels=task.label_names).text
+            prov = Provenance("grpo", "grpo", "", "", "", 0, i)
+            samples.append(Sample(id=f"g{i}", task=task.name, inputs={task.input_fields[0]: text}, output=label, provenance=prov))
+        la = LabelAgreement(embedder=ctx.embedder).score(samples, task)
+        q = QualityReward().score(samples, task)
+        return [float(0.5 * a + 0.5 * b) for a, b in zip(la, q)]
+
+    return reward_fn

@@ -1,0 +1,87 @@
+"""Patterns, the exploring method and the SynLearner's program updates (no model, no store)."""
+
+from collections import Counter
+
+import pytest
+
+from streamsynth.errors import ConfigError
+from streamsynth.learn.learner import SynLearner, learning_program
+from streamsynth.learn.patterns import ExploringStrategy, Pattern, pattern_space, thompson_choice
+from streamsynth.learn.stream import split_budget
+from streamsynth.program import SynthesisProgram
+from streamsynth.task import load_task
+from streamsynth.testing import check_method
+
+
+@pytest.fixture
+def task(tiny_task_spec):
+    return load_task(tiny_task_spec)
+
+
+def test_pattern_ids_round_trip_and_space():
+    p = Pattern("contrast", 3, 0.7)
+    assert Pattern.from_id(p.id) == p
+    space = pattern_space()
+    assert len(space) == 12 and len(set(space)) == 12
+    assert any("tpl=guided" in x for x in pattern_space(guided=True))
+    with pytest.raises(ConfigError, match="tpl=NAME"):
+        Pattern.from_id("nonsense")
+    with pytest.raises(ConfigError, match="unknown template"):
+        pattern_space(templates=("nope",))
+
+
+def test_thompson_choice_follows_the_policy_and_is_seeded():
+    policy = {"tpl=plain|shots=1|temp=0.7": (40.0, 2.0), "tpl=direct|shots=1|temp=0.7": (2.0, 40.0)}
+    picks = Counter(thompson_choice(policy, s) for s in range(200))
+    assert picks["tpl=plain|shots=1|temp=0.7"] > 190
+    assert [thompson_choice(policy, s) for s in range(20)] == [thompson_choice(policy, s) for s in range(20)]
+
+
+def test_exploring_strategy_records_its_pattern_and_uses_it(task):
+    m = ExploringStrategy(policy={"tpl=contrast|shots=3|temp=0.7": (1, 1)})
+    item = m.plan(task, 0, 0)
+    assert item.pattern == "tpl=contrast|shots=3|temp=0.7"
+    assert item.params.temperature == 0.7 and len(item.demonstrations) == 3
+    last = m.messages(item)[-1].content
+    other = [lab for lab in task.label_names if lab != item.label][0]
+    assert f"not as {other}" in last
+
+
+def test_exploring_strategy_passes_the_method_contract(task):
+    check_method(ExploringStrategy(), task)
+
+
+def test_guided_needs_guidance_and_carries_it(task):
+    with pytest.raises(ConfigError, match="guidance"):
+        ExploringStrategy(policy={"tpl=guided|shots=1|temp=0.7": (1, 1)})
+    m = ExploringStrategy(policy={"tpl=guided|shots=1|temp=0.7": (1, 1)}, guidance="Keep it short {really}.")
+    assert m.messages(m.plan(task, 0, 0))[-1].content.endswith("Keep it short {really}.")
+
+
+def test_partial_fit_moves_the_policy_and_never_changes_its_input(task):
+    learner = SynLearner()
+    program = learning_program(task)
+    before = program.dump_state()
+    good, bad = "tpl=direct|shots=1|temp=0.7", "tpl=plain|shots=3|temp=1"
+    improved = learner.partial_fit(program, {good: [1.0] * 30, bad: [0.0] * 30, "tpl=unknown|shots=1|temp=1": [1.0]})
+    assert program.dump_state() == before, "the learner changed the program it was given"
+    assert isinstance(improved, SynthesisProgram)
+    pol = improved.methods[0].policy
+    assert pol[good] == [31.0, 1.0] and pol[bad] == [1.0, 31.0]
+    picks = Counter(improved.methods[0].plan(task, i, 0).pattern for i in range(100))
+    assert picks[good] > 60 and picks[bad] == 0
+
+
+def test_learner_without_store_starts_uniform(task):
+    import numpy as np
+
+    program, exp = SynLearner().fit(learning_program(task), task, descriptor=np.ones(4, dtype=np.float32) / 2, now=0.0)
+    assert all(v == [1.0, 1.0] for v in program.methods[0].policy.values())
+    assert len(program.methods[0].policy) == 12
+    assert exp.guidance == "" and not exp.priors
+
+
+def test_split_budget():
+    assert split_budget(128, 3) == [43, 43, 42]
+    assert split_budget(2, 3) == [1, 1]
+    assert sum(split_budget(97, 4)) == 97
