@@ -45,3 +45,41 @@ generation: {input_noun: review, min_chars: 5, label_check: false}
 def model_cache_dir(tmp_path_factory) -> Path:
     """One cache folder per test session, so the GGUF conversion (~20 s) happens once."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+class HashEmbedder:
+    """A small deterministic stand-in for the MiniLM embedder: hashed bag of words, unit rows.
+
+    Texts sharing words are similar, texts sharing none are (nearly) orthogonal. ``calls`` and
+    ``texts_encoded`` count the work done, so tests can check that texts are not embedded again.
+    """
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+        self.calls = 0
+        self.texts_encoded = 0
+
+    def encode(self, texts):
+        import re
+        import zlib
+
+        import numpy as np
+
+        texts = list(texts)
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9']+", text.lower()):
+                out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
+            norm = np.linalg.norm(out[i])
+            if norm == 0:
+                out[i, 0] = norm = 1.0
+            out[i] /= norm
+        return out
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    """A fresh ``HashEmbedder`` (fast, deterministic, no model files)."""
+    return HashEmbedder()

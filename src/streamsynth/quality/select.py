@@ -1,9 +1,18 @@
-"""Selectors: choose the final set from the accepted samples. One verb, ``select``."""
+"""Selectors: choose the final set from the accepted samples. One verb, ``select``.
+
+``KeepAll`` keeps everything. ``MMRSelector`` and ``FacilityLocationSelector`` order the accepted
+samples best first by quality and diversity over sentence embeddings, taking turns over the labels,
+and keep the first ``k`` (or ``fraction``) of them.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
+import numpy as np
+
+from streamsynth.errors import ConfigError
+from streamsynth.eval.student import example_text
 from streamsynth.records import Sample
 from streamsynth.state import Stateful, component
 from streamsynth.task import Task
@@ -26,3 +35,191 @@ class KeepAll(Stateful):
 
     def select(self, samples: Sequence[Sample], task: Task, *, seed: int) -> list[Sample]:
         return [s for s in samples if s.accepted]
+
+
+# -- shared by the embedding selectors and the SynLearner rewards (streamsynth.learn.feedback) ---------------
+
+#: the label-consistency margin (own seed centroid minus nearest other, in cosine) that maps to 0.73:
+#: margins on sst2 with MiniLM mostly lie within +-0.1, so a logistic of margin / 0.05 spreads them over (0, 1)
+MARGIN_SCALE = 0.05
+
+
+def margin_to_unit(margin: np.ndarray | float, scale: float = MARGIN_SCALE) -> np.ndarray:
+    """A cosine margin mapped to (0, 1) by a logistic: 0 -> 0.5, +scale -> 0.73, -scale -> 0.27."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(margin, dtype=np.float64) / scale))
+
+
+def sample_text(sample: Sample, task: Task) -> str:
+    """The text a student (and every embedding score) sees for a sample; a missing field reads as empty."""
+    return example_text({f: sample.inputs.get(f, "") for f in task.input_fields}, task.input_fields)
+
+
+def sample_quality(sample: Sample) -> float:
+    """How good a sample is by its own scores, in [0, 1]: its ``reward`` when a reward was given,
+    else its ``label_consistency`` margin through :func:`margin_to_unit`, else 1 (no evidence)."""
+    if "reward" in sample.scores:
+        return float(np.clip(sample.scores["reward"], 0.0, 1.0))
+    if "label_consistency" in sample.scores:
+        return float(margin_to_unit(sample.scores["label_consistency"]))
+    return 1.0
+
+
+class UsesEmbedder(Stateful):
+    """Mixin: an ``embedder`` argument that is not configuration, loaded lazily into ``embedder_``.
+
+    ``embedder`` is anything with ``encode(texts) -> array of unit rows``; None means the packaged
+    MiniLM (:class:`streamsynth.eval.embedder.Embedder`), loaded on first use, once per component.
+    It never enters ``config_state``, so a component's state is the same whichever embedder it holds.
+    """
+
+    embedder: Any = None
+
+    def config_state(self) -> dict[str, Any]:
+        state = super().config_state()
+        state["params"].pop("embedder", None)
+        return state
+
+    def encoder(self) -> Any:
+        """The embedder to use: the one given, else the packaged MiniLM (loaded once, kept in ``embedder_``)."""
+        if getattr(self, "embedder_", None) is None:
+            if self.embedder is not None:
+                self.embedder_ = self.embedder
+            else:
+                from streamsynth.eval.embedder import Embedder
+
+                self.embedder_ = Embedder()
+        return self.embedder_
+
+    def embed(self, samples: Sequence[Sample], task: Task) -> np.ndarray:
+        """Unit vectors of the samples' texts, one row a sample."""
+        return np.asarray(self.encoder().encode([sample_text(s, task) for s in samples]), dtype=np.float64)
+
+
+def _how_many(n: int, k: int | None, fraction: float | None) -> int:
+    if k is not None:
+        return min(n, k)
+    if fraction is not None:
+        return int(round(fraction * n))
+    return n
+
+
+def _check_size(k: int | None, fraction: float | None, balance: float) -> None:
+    if k is not None and fraction is not None:
+        raise ConfigError(f"give k or fraction, not both (got k={k}, fraction={fraction})")
+    if k is not None and (not isinstance(k, int) or k < 0):
+        raise ConfigError(f"k must be a whole number >= 0, got {k!r}; or leave it out to rank every sample")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"fraction must be within [0, 1], got {fraction!r}")
+    if not 0.0 <= balance <= 1.0:
+        raise ConfigError(f"balance must be within [0, 1] (1: quality only, 0: diversity only), got {balance!r}")
+
+
+def label_round_robin(labels: Sequence[str], order: Sequence[str], n: int, pick: Callable[[list[int]], int]) -> list[int]:
+    """Greedy selection that takes turns over the labels, so no label is starved.
+
+    ``pick(candidates)`` returns the best of the given indices (which are in sample order) and
+    updates whatever the greedy criterion remembers of the chosen; a label whose samples are all
+    chosen drops out of the turn. Returns the chosen indices, first chosen first.
+    """
+    pools = {lab: [i for i, y in enumerate(labels) if y == lab] for lab in order}
+    chosen: list[int] = []
+    while len(chosen) < n:
+        progressed = False
+        for lab in order:
+            if len(chosen) >= n:
+                break
+            if pools[lab]:
+                best = pick(pools[lab])
+                pools[lab].remove(best)
+                chosen.append(best)
+                progressed = True
+        if not progressed:
+            break
+    return chosen
+
+
+class _GreedySelector(UsesEmbedder):
+    """The shared frame of the embedding selectors: accepted samples, qualities, similarities, label turns."""
+
+    name = ""
+
+    def __init__(self, k: int | None = None, fraction: float | None = None, balance: float = 0.7, embedder: Any = None) -> None:
+        _check_size(k, fraction, balance)
+        self.k = k
+        self.fraction = fraction
+        self.balance = balance
+        self.embedder = embedder
+
+    def select(self, samples: Sequence[Sample], task: Task, *, seed: int) -> list[Sample]:
+        """The accepted samples, best first (deterministic: ``seed`` is not needed, ties go to sample order)."""
+        pool = [s for s in samples if s.accepted]
+        n = _how_many(len(pool), self.k, self.fraction)
+        if n == 0:
+            return []
+        vecs = self.embed(pool, task)
+        sims = vecs @ vecs.T
+        quality = np.array([sample_quality(s) for s in pool])
+        labels = [s.output for s in pool]
+        order = [lab for lab in task.label_names if lab in labels]
+        order += [lab for lab in dict.fromkeys(labels) if lab not in order]
+        chosen = label_round_robin(labels, order, n, self._picker(sims, quality))
+        return [pool[i] for i in chosen]
+
+    def _picker(self, sims: np.ndarray, quality: np.ndarray) -> Callable[[list[int]], int]:
+        raise NotImplementedError
+
+
+@component("mmr")
+class MMRSelector(_GreedySelector):
+    """Maximal marginal relevance: quality against similarity to what is already chosen.
+
+    Each turn takes the sample maximising ``balance * quality - (1 - balance) * max cosine to the
+    chosen`` among the current label's samples. Carbonell & Goldstein, "The use of MMR,
+    diversity-based reranking..." (SIGIR 1998). Why: synthetic sets from one prompt repeat
+    themselves; a near-duplicate adds little to a student, so it should come after a new sample.
+    With ``k`` and ``fraction`` unset it keeps every accepted sample and only orders them (best
+    first), so a caller such as ``DevUtility.best_prefix`` can cut the list where it helps.
+    """
+
+    name = "mmr"
+
+    def _picker(self, sims: np.ndarray, quality: np.ndarray) -> Callable[[list[int]], int]:
+        nearest = np.zeros(len(quality))  # max similarity to any chosen sample (none yet: 0)
+
+        def pick(candidates: list[int]) -> int:
+            idx = np.asarray(candidates)
+            gain = self.balance * quality[idx] - (1.0 - self.balance) * nearest[idx]
+            best = int(idx[int(np.argmax(gain))])
+            np.maximum(nearest, sims[best], out=nearest)
+            return best
+
+        return pick
+
+
+@component("facility_location")
+class FacilityLocationSelector(_GreedySelector):
+    """Greedy quality-weighted facility location: choose samples that together stand near all of them.
+
+    Coverage is ``sum_j max_{c in chosen} sim(j, c)`` (cosines clipped at 0); each turn takes the
+    sample maximising ``balance * quality + (1 - balance) * coverage gain / n`` (the gain divided
+    by the number of samples, so both parts lie in [0, 1]). Facility location is the submodular
+    coverage objective of data-subset selection (Mirzasoleiman et al., CRAIG, ICML 2020; Kaushal et
+    al., SUBMODLIB); the greedy choice is within 1 - 1/e of the best. Unlike MMR it prefers a sample
+    that represents many others over an outlier.
+    """
+
+    name = "facility_location"
+
+    def _picker(self, sims: np.ndarray, quality: np.ndarray) -> Callable[[list[int]], int]:
+        sims = np.clip(sims, 0.0, None)
+        covered = np.zeros(len(quality))  # per sample: its best similarity to the chosen
+
+        def pick(candidates: list[int]) -> int:
+            idx = np.asarray(candidates)
+            coverage = np.maximum(sims[idx] - covered, 0.0).sum(axis=1) / len(quality)
+            gain = self.balance * quality[idx] + (1.0 - self.balance) * coverage
+            best = int(idx[int(np.argmax(gain))])
+            np.maximum(covered, sims[best], out=covered)
+            return best
+
+        return pick
