@@ -99,6 +99,7 @@ def generate(
     cache_dir: Optional[Path] = typer.Option(None, help="Response cache and converted models [default: $STREAMSYNTH_CACHE_DIR or ~/.cache/streamsynth]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
     overwrite: bool = typer.Option(False, help="Replace an output folder that holds a different run."),
+    store: Optional[Path] = typer.Option(None, help="Experience store written by `streamsynth stream`: start from what earlier tasks taught (pattern priors, lessons, exemplars)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Generate a labeled synthetic data set for the task in SPEC.
@@ -109,7 +110,7 @@ def generate(
     params = {k: v for k, v in locals().items()}
     params["spec"] = str(Path(spec).resolve())
     params["backend"] = backend.value
-    for k in ("out", "cache_dir"):
+    for k in ("out", "cache_dir", "store"):
         params[k] = str(Path(params[k]).resolve()) if params[k] is not None else None
     _generate(**params)
 
@@ -117,7 +118,7 @@ def generate(
 def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concurrency, timeout, batch_size, seed,
               dtype="float32",
               target, max_tokens, max_dollars, price_prompt, price_completion, cache_dir, no_cache, overwrite,
-              quiet) -> None:
+              quiet, store=None) -> None:
     command = {k: v for k, v in locals().items() if k != "quiet"}  # what `resume` needs; never the key itself
     from streamsynth.api import agenerate
     from streamsynth.backends.local_hf import default_cache_dir
@@ -137,6 +138,7 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
         timeout=timeout, batch_size=batch_size, cache_dir=cache_root, dtype=dtype,
     )
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
+    program = _program_from_store(task, Path(store)) if store is not None else None
     out_dir = Path(out) if out is not None else Path("runs") / task.name
     command["out"] = str(out_dir.resolve())
     progress = LiveProgress(task.name, budget, console=err, enabled=not quiet)
@@ -147,7 +149,7 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
         try:
             with progress:
                 return await agenerate(
-                    task, be, budget=budget, out=out_dir, seed=seed, cache=cache, target=target,
+                    task, be, budget=budget, out=out_dir, seed=seed, cache=cache, target=target, program=program,
                     max_tokens=max_tokens, max_dollars=max_dollars,
                     prices=Prices(price_prompt, price_completion), overwrite=overwrite,
                     on_progress=progress.update, config=config,
@@ -173,6 +175,25 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
 
 
 RUN_COMMAND = "command.json"
+
+
+def _program_from_store(task, store_path: Path):
+    """The learning program for ``task``, started from the experience in ``store_path``."""
+    from streamsynth.errors import ConfigError
+    from streamsynth.eval.embedder import Embedder
+    from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program
+    from streamsynth.learn.store import ExperienceStore
+
+    if not store_path.is_file():
+        raise ConfigError(f"--store {store_path}: no such file; give the store a `streamsynth stream` run wrote")
+    with ExperienceStore(store_path) as st:
+        descriptor = Embedder().encode([descriptor_text(task)])[0]
+        now = float(len(st.tasks()))
+        program, experience = SynLearner(st).fit(learning_program(task), task, descriptor=descriptor, now=now)
+    used = experience.summary()
+    similar = ", ".join(f"{x['task']} ({x['similarity']:.2f})" for x in used["similar_tasks"]) or "none"
+    err.print(f"experience from {store_path}: similar tasks {similar}; guidance: {used['guidance'] or '-'}", highlight=False)
+    return program
 
 
 def _write_command(path: Path, command: dict) -> None:

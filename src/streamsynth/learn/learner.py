@@ -171,10 +171,17 @@ class SynLearner:
             self.store.add_exemplars(key, chosen)
 
 
-def learning_program(task: Task, base: SynthesisProgram | None = None) -> SynthesisProgram:
-    """The default program with its method replaced by an ``ExploringStrategy`` (uniform policy)."""
+def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedder: Any = None) -> SynthesisProgram:
+    """The default program with its method replaced by an ``ExploringStrategy`` (uniform policy).
+
+    ``embedder`` (not configuration) is shared with checks that embed, so one model is loaded."""
     from streamsynth.program import default_program
 
     base = base or default_program(task)
-    return SynthesisProgram([ExploringStrategy()], [c.clone() if hasattr(c, "clone") else c for c in base.checks],
-                            base.selector)
+    checks = []
+    for c in base.checks:
+        c = c.clone() if hasattr(c, "clone") else c
+        if embedder is not None and hasattr(c, "embedder") and getattr(c, "embedder") is None:
+            c.embedder = embedder
+        checks.append(c)
+    return SynthesisProgram([ExploringStrategy()], checks, base.selector)

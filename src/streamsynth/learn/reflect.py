@@ -47,9 +47,18 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+#: a reward part -> the instruction that raises it (for samples accepted but scored low)
+PART_HINTS: Mapping[str, str] = {
+    "label": "Make the label unmistakable from the text alone.",
+    "quality": "Write one clean, natural example: no introduction, no repetition.",
+}
+
+
 def reflect(task_name: str, samples: Sequence[Sample], rewards: Mapping[str, float], *,
-            min_share: float = 0.1) -> list[LessonDraft]:
-    """Lessons from one task: pattern statistics and hints from the commonest rejections."""
+            parts: Mapping[str, Mapping[str, float]] | None = None, min_share: float = 0.1,
+            low: float = 0.5) -> list[LessonDraft]:
+    """Lessons from one task: pattern statistics, and hints from the commonest rejections and from
+    the reward parts (label agreement, quality) that accepted samples scored low on."""
     lessons: list[LessonDraft] = []
     by_pattern: dict[str, list[float]] = {}
     for s in samples:
@@ -69,6 +78,15 @@ def reflect(task_name: str, samples: Sequence[Sample], rewards: Mapping[str, flo
         if hint and share >= min_share:
             lessons.append(LessonDraft(
                 f"{hint} (on {task_name}, {share:.0%} of samples were rejected as {cat})",
+                importance=round(min(10.0, 1.0 + 15.0 * share), 2), kind="hint"))
+    given = {hint_text(x.text) for x in lessons if x.kind == "hint"}
+    for part, hint in PART_HINTS.items():
+        vals = [p[part] for p in (parts or {}).values() if part in p]
+        share = sum(v < low for v in vals) / n if n else 0.0
+        if vals and share >= min_share and hint not in given:
+            given.add(hint)
+            lessons.append(LessonDraft(
+                f"{hint} (on {task_name}, {share:.0%} of samples scored below {low} on {part})",
                 importance=round(min(10.0, 1.0 + 15.0 * share), 2), kind="hint"))
     return lessons
 

@@ -195,19 +195,21 @@ async def run_learning_task(
 ) -> tuple[TaskOutcome, dict[str, Any]]:
     """One task with learning: experience in, rounds with feedback, selection and the gate, remember."""
     from streamsynth.api import agenerate
+    from streamsynth.learn.feedback import SetDiversity, with_feedback
     from streamsynth.runtime import BudgetMeter, Engine
     from streamsynth.runtime.lm import ItemLM
 
     t0 = time.perf_counter()
     emit = on_event or (lambda e: None)
     descriptor = ctx.embedder.encode([descriptor_text(task)])[0]
-    program, experience = ctx.learner.fit(learning_program(task), task, descriptor=descriptor, now=now)
+    program, experience = ctx.learner.fit(learning_program(task, embedder=ctx.embedder), task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
     reflect_calls = 1 if ctx.reflect_with_model and budget > ctx.rounds + 1 else 0
     all_samples: list[Sample] = []
     rewards: dict[str, float] = {}
     parts: dict[str, dict[str, float]] = {}
     rounds: list[tuple[int, Any]] = []
+    feedback_all: dict[str, Any] = {}
     calls = 0
     policy_start = dict(program.methods[0].policy)
     for r, b in enumerate(split_budget(budget - reflect_calls, ctx.rounds)):
@@ -224,6 +226,7 @@ async def run_learning_task(
             # rewards are computed over everything accepted so far, so diversity is set-level
             pool = [s for s in all_samples if s.accepted] + scored
             feedback = ctx.reward.score(pool, task)
+            feedback_all.update({fb.sample_id: fb for fb in feedback})
             for fb in feedback:
                 rewards[fb.sample_id] = float(fb.reward)
                 parts[fb.sample_id] = {"label": float(fb.label), "quality": float(fb.quality), "diversity": float(fb.diversity)}
@@ -235,8 +238,7 @@ async def run_learning_task(
         emit({"event": "round", "task": task.name, "round": r, "calls": res.stats.queries, "accepted": len(res.accepted),
               "mean_reward": _mean([rewards[s.id] for s in new])})
     # -- select: rank by quality-weighted MMR, then keep the prefix that helps on dev -------------
-    accepted = [dataclasses.replace(s, scores={**s.scores, "reward": rewards.get(s.id, 0.0), **{
-        f"reward_{k}": v for k, v in parts.get(s.id, {}).items()}}) for s in all_samples if s.accepted]
+    accepted = with_feedback([s for s in all_samples if s.accepted], list(feedback_all.values()))
     accepted, dups = _dedup(accepted, task.input_fields)
     ranked = ctx.selector.select(accepted, task, seed=seed)
     choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain)
@@ -259,7 +261,7 @@ async def run_learning_task(
             calls += meter.queries
         finally:
             await engine.aclose()
-    lessons = reflect(task.name, all_samples, rewards)
+    lessons = reflect(task.name, all_samples, rewards, parts=parts)
     if reflection:
         from streamsynth.learn.reflect import LessonDraft
 
@@ -267,7 +269,7 @@ async def run_learning_task(
     ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
                          kept=kept, meta={"utility": dataclasses.asdict(choice)})
     # -- report and write ------------------------------------------------------------------------
-    div = ctx.reward.diversity_summary(kept, task) if kept and hasattr(ctx.reward, "diversity_summary") else {}
+    div = SetDiversity(embedder=ctx.embedder).summary(kept, task) if kept else {}
     by_pattern: dict[str, list[float]] = {}
     for s in all_samples:
         by_pattern.setdefault(s.provenance.pattern, []).append(rewards.get(s.id, 0.0))

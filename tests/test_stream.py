@@ -1,0 +1,163 @@
+"""The stream end to end on the fake backend: experience carries over, resume, do no harm."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from streamsynth.backends.fake import FakeBackend
+from streamsynth.errors import SpecError
+from streamsynth.learn.store import ExperienceStore
+from streamsynth.learn.stream import arun_stream, load_stream
+
+POS = ["a warm and funny film", "the acting is superb and moving", "i loved every minute of it", "a joyful clever ride",
+       "beautifully shot and moving story", "clever script and a great warm cast", "superb funny and joyful", "loved the cast"]
+NEG = ["a dull and tedious mess", "the plot makes no sense at all", "i was bored the whole time", "a clumsy waste of talent",
+       "painfully slow and flat", "the jokes fall flat and dull", "tedious boring clumsy plot", "a flat dull waste"]
+
+SPEC = """
+name: {name}
+description: {description}
+kind: classification
+data: {{train: train.jsonl, dev: dev.jsonl}}
+fields: {{input: text, output: label}}
+labels:
+  - {{name: negative, description: the writer dislikes it}}
+  - {{name: positive, description: the writer likes it}}
+seeds: {{per_label: 4, seed: 0}}
+generation: {{input_noun: review, min_chars: 5, label_check: false, propose_attributes: false}}
+"""
+
+
+@pytest.fixture
+def stream_file(tmp_path: Path) -> Path:
+    rows = [{"text": t, "label": "positive"} for t in POS] + [{"text": t, "label": "negative"} for t in NEG]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dev = [{"text": t + " indeed", "label": y} for t, y in [(POS[0], "positive"), (NEG[0], "negative"), (POS[5], "positive"),
+                                                           (NEG[5], "negative"), (POS[6], "positive"), (NEG[6], "negative")]]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
+    (tmp_path / "films.yaml").write_text(SPEC.format(name="films", description="Sentiment of a film review."))
+    (tmp_path / "books.yaml").write_text(SPEC.format(name="books", description="Sentiment of a film review, again."))
+    f = tmp_path / "stream.yaml"
+    f.write_text("tasks: [films.yaml, books.yaml]\nbudget: 24\nrounds: 2\nstore: exp.sqlite\nlearning: [explicit]\n"
+                 "reflect_with_model: true\n")
+    return f
+
+
+def label_true(request) -> str:
+    """'tpl=direct' prompts get text that carries the asked label, other prompts the other label's."""
+    last = request.messages[-1].content
+    flip = "no introduction" not in last
+    words = (POS if ("labeled positive" in last) != flip else NEG)
+    return words[request.sampling_seed % len(words)] + f" number {request.sampling_seed % 97}."
+
+
+def label_flipped(request) -> str:
+    last = request.messages[-1].content
+    words = (NEG if "labeled positive" in last else POS)
+    return words[request.sampling_seed % len(words)] + f" take {request.sampling_seed % 89}."
+
+
+def run(stream_file, out, replies, embedder, **kw):
+    backends = []
+
+    def make(adapter):
+        be = FakeBackend(replies)
+        backends.append(be)
+        return be
+
+    stream = load_stream(stream_file, **kw)
+    outcomes = asyncio.run(arun_stream(stream, out=out, make_backend=make, embedder=embedder))
+    return outcomes, sum(b.calls for b in backends)
+
+
+def test_stream_runs_learns_and_carries_experience(stream_file, tmp_path, hash_embedder):
+    outcomes, calls = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert [o.task for o in outcomes] == ["films", "books"]
+    assert all(o.calls <= 24 for o in outcomes) and calls == sum(o.calls for o in outcomes)
+    for o in outcomes:
+        folder = Path(o.out_dir)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["learning"]["message"] == o.message
+        assert set(manifest["learning"]["patterns"]) == set(o.patterns)
+        rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines() if x.strip()]
+        assert len(rows) == o.kept
+    first, second = outcomes
+    assert first.experience["similar_tasks"] == []
+    assert [x["task"].split("@")[0] for x in second.experience["similar_tasks"]] == ["films"]
+    # task 1 taught that 'direct' prompts write text of the right label: task 2's priors favour them
+    best = second.experience["prior_best_patterns"]
+    assert best and best[0]["pattern"].startswith("tpl=direct")
+    assert first.patterns and max(first.patterns, key=lambda p: first.patterns[p]["mean_reward"]).startswith("tpl=direct")
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        assert [t.name for t in st.tasks()] == ["films", "books"]
+        assert any(lesson.kind == "hint" for lesson in st.retrieve_lessons(hash_embedder.encode(["film review"])[0], now=2, k=10))
+    progress = json.loads((tmp_path / "run" / "stream.json").read_text())
+    assert len(progress["done"]) == 2
+
+
+def test_experience_changes_what_the_next_task_does(stream_file, tmp_path, hash_embedder):
+    with_exp, _ = run(stream_file, tmp_path / "a", label_true, hash_embedder)
+    without, _ = run(stream_file, tmp_path / "b", label_true, hash_embedder, learning=[], store=str(tmp_path / "none.sqlite"))
+    a = json.loads((Path(with_exp[1].out_dir) / "manifest.json").read_text())["learning"]["policy_start"]
+    b = json.loads((Path(without[1].out_dir) / "manifest.json").read_text())["learning"]["policy_start"]
+    assert all(v == [1.0, 1.0] for v in b.values())
+    assert a != b
+
+
+def test_a_finished_stream_resumes_without_model_calls(stream_file, tmp_path, hash_embedder):
+    run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    outcomes, calls = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert calls == 0 and len(outcomes) == 2
+
+
+def test_an_interrupted_stream_resumes_from_the_last_finished_task(stream_file, tmp_path, hash_embedder):
+    stream = load_stream(stream_file)
+    made = []
+
+    def make_failing(adapter):
+        if made:
+            raise KeyboardInterrupt  # the user stops the stream as task 2 starts
+        made.append(1)
+        return FakeBackend(label_true)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(arun_stream(stream, out=tmp_path / "run", make_backend=make_failing, embedder=hash_embedder))
+    progress = json.loads((tmp_path / "run" / "stream.json").read_text())
+    assert [d["task"] for d in progress["done"]] == ["films"]
+    outcomes, calls = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert [o.task for o in outcomes] == ["films", "books"]
+    assert 0 < calls <= 24  # only the second task called the model
+
+
+def test_do_no_harm_keeps_nothing_when_synthetic_data_hurts(stream_file, tmp_path, hash_embedder):
+    outcomes, _ = run(stream_file, tmp_path / "run", label_flipped, hash_embedder, learning=[])
+    for o in outcomes:
+        assert o.kept == 0 and not o.utility["helped"]
+        assert "kept no synthetic samples" in o.message
+        manifest = json.loads((Path(o.out_dir) / "manifest.json").read_text())
+        assert "kept no synthetic samples" in manifest["learning"]["message"]
+        rejected = (Path(o.out_dir) / "rejected.jsonl").read_text()
+        assert "utility_gate" in rejected or "label" in rejected
+
+
+def test_another_stream_in_the_same_folder_is_refused(stream_file, tmp_path, hash_embedder):
+    run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    with pytest.raises(Exception, match="different stream"):
+        run(stream_file, tmp_path / "run", label_true, hash_embedder, budget=20)
+
+
+def test_bad_stream_files_give_clear_errors(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        load_stream(tmp_path / "nope.yaml")
+    f = tmp_path / "s.yaml"
+    f.write_text("tasks: [missing.yaml]\n")
+    with pytest.raises(SpecError, match="missing.yaml not found"):
+        load_stream(f)
+    f.write_text("tasks: []\n")
+    with pytest.raises(SpecError, match="tasks"):
+        load_stream(f)
+    f.write_text("tasks: [s.yaml]\nlearning: [magic]\n")
+    with pytest.raises(SpecError, match="learning"):
+        load_stream(f)
