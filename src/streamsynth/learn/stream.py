@@ -284,7 +284,7 @@ async def run_learning_task(
         mean_label=_mean([parts[s.id]["label"] for s in kept if s.id in parts]),
         mean_quality=_mean([parts[s.id]["quality"] for s in kept if s.id in parts]),
         diversity=float(div.get("density_diversity", 0.0)), distinct_2=float(div.get("distinct_2", 0.0)),
-        utility={"method": getattr(choice, "method", ""), "seed_only": choice.seed_only, "kept": choice.keep,
+        utility={"method": "dev" if task.dev else "cv", "seed_only": choice.seed_only, "kept": choice.keep,
                  "scores": {str(k): v for k, v in choice.scores.items()}, "helped": helped},
         experience=experience.summary(),
         patterns={p: {"n": len(v), "mean_reward": round(_mean(v), 4)} for p, v in sorted(by_pattern.items())},
