@@ -75,7 +75,9 @@ def test_every_check_has_a_name_and_returns_a_verdict(check, tiny_task_spec):
 
 
 def _methods():
-    return [AttributeConditionedStrategy(), SelfConsistencyLabel(votes=3)]
+    from streamsynth.learn.patterns import ExploringStrategy
+
+    return [AttributeConditionedStrategy(), SelfConsistencyLabel(votes=3), ExploringStrategy()]
 
 
 @pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
@@ -105,8 +107,12 @@ def test_label_check_keeps_the_check_contract(tiny_task_spec):
     check_check(SeedLabelConsistencyCheck(), load_task(tiny_task_spec), _samples())
 
 
-@pytest.mark.parametrize("selector", [KeepAll()], ids=lambda s: s.name)
-def test_every_selector_keeps_the_selector_contract(selector, tiny_task_spec):
+@pytest.mark.parametrize("selector", ["keep_all", "mmr", "facility_location"])
+def test_every_selector_keeps_the_selector_contract(selector, tiny_task_spec, hash_embedder):
+    from streamsynth.quality import FacilityLocationSelector, MMRSelector
+
+    selector = {"keep_all": KeepAll(), "mmr": MMRSelector(embedder=hash_embedder),
+                "facility_location": FacilityLocationSelector(embedder=hash_embedder)}[selector]
     from streamsynth.task import load_task
 
     check_selector(selector, load_task(tiny_task_spec), _samples())
