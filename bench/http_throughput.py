@@ -101,9 +101,13 @@ def run_streamsynth(url: str, queries: int, concurrency: int, spec: str) -> None
     from streamsynth.program import SynthesisProgram
     from streamsynth.quality import default_checks
 
-    # the output writer imports pyarrow on first use; the peers import it (through datasets) before
-    # their timed block too, so import time counts for no one
+    # the output writer imports pyarrow on first use, and pyarrow imports pandas (when installed) on its
+    # first pa.array(); the peers import both (through datasets) before their timed block too, so
+    # import time counts for no one
+    import pyarrow
     import pyarrow.parquet  # noqa: F401
+
+    pyarrow.array([""], type=pyarrow.string())
 
     async def main() -> None:
         backend = OpenAIChatBackend(base_url=url, model=MODEL, api_key_env=None, concurrency=concurrency)

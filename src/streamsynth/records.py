@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from streamsynth.fingerprint import derive_seed, fingerprint
+from streamsynth.fingerprint import canonical_json, derive_seed, fingerprint_text, json_str
 
 Role = Literal["system", "user", "assistant"]
 
@@ -78,11 +78,64 @@ class CompletionRequest:
         return material
 
     def cache_key(self, model_id: str) -> str:
-        return fingerprint(self.key_material(model_id))
+        """``fingerprint(self.key_material(model_id))``, built without the intermediate dicts."""
+        return fingerprint_text(self._key_text(model_id, messages_json(self.messages)))
+
+    def fingerprints(self, model_id: str) -> tuple[str, str]:
+        """``(cache_key(model_id), prompt_fingerprint())``, the messages serialized once for both."""
+        msgs = messages_json(self.messages)
+        return fingerprint_text(self._key_text(model_id, msgs)), fingerprint_text(msgs)[:16]
+
+    def _key_text(self, model_id: str, msgs: str) -> str:
+        # canonical_json(key_material): keys in sorted order (k, messages, model, params, sample_index, seed, step)
+        tail = f',"model":{_scalar(model_id)},"params":{params_json(self.params)},' \
+               f'"sample_index":{_scalar(self.sample_index)},"seed":{_scalar(self.seed)}'
+        if self.step or self.k:
+            return f'{{"k":{_scalar(self.k)},"messages":{msgs}{tail},"step":{_scalar(self.step)}}}'
+        return f'{{"messages":{msgs}{tail}}}'
 
     def prompt_fingerprint(self) -> str:
         """Fingerprint of the prompt alone (no seed, no index): groups samples by prompt."""
-        return fingerprint([m.to_dict() for m in self.messages])[:16]
+        return fingerprint_text(messages_json(self.messages))[:16]
+
+
+def _scalar(v: Any) -> str:
+    """A str or int exactly as ``canonical_json`` writes it (anything else goes through it)."""
+    t = type(v)
+    if t is str:
+        return json_str(v)
+    if t is int:
+        return int.__repr__(v)
+    return canonical_json(v)
+
+
+def messages_json(messages: tuple[Message, ...] | list[Message]) -> str:
+    """``canonical_json([m.to_dict() for m in messages])``, without the intermediate dicts."""
+    parts = []
+    for m in messages:
+        if type(m) is Message and type(m.role) is str and type(m.content) is str:
+            parts.append(f'{{"content":{json_str(m.content)},"role":{json_str(m.role)}}}')
+        else:
+            parts.append(canonical_json(m.to_dict()))
+    return "[" + ",".join(parts) + "]"
+
+
+#: id(params) -> (params, canonical JSON of params.to_dict()); the object is held so its id stays its own
+_PARAMS_JSON: dict[int, tuple["GenerationParams", str]] = {}
+
+
+def params_json(params: GenerationParams) -> str:
+    """``canonical_json(params.to_dict())``, remembered per params object (they are immutable)."""
+    hit = _PARAMS_JSON.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    text = canonical_json(params.to_dict())
+    if type(params.stop) is not tuple:  # a list could change under us: not remembered
+        return text
+    if len(_PARAMS_JSON) >= 1024:
+        _PARAMS_JSON.clear()
+    _PARAMS_JSON[id(params)] = (params, text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +359,11 @@ class Sample:
         scores = dict(self.scores)
         if verdict.score is not None:
             scores[verdict.check] = verdict.score
-        return dataclasses.replace(
-            self, verdicts=self.verdicts + (verdict,), rejected_reason=reason, scores=scores
-        )
+        if type(self) is not Sample:  # a subclass may have more fields
+            return dataclasses.replace(self, verdicts=self.verdicts + (verdict,), rejected_reason=reason, scores=scores)
+        # (what dataclasses.replace makes, without its per-call introspection: this runs for every check of every sample)
+        return Sample(self.id, self.task, self.inputs, self.output, self.provenance, self.raw_text, self.cost,
+                      self.verdicts + (verdict,), scores, reason)
 
     def reject(self, check: str, reason: str) -> "Sample":
         return self.with_verdict(Verdict(check=check, passed=False, reason=reason))

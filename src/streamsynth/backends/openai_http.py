@@ -159,6 +159,11 @@ class OpenAIChatBackend(BaseBackend):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
+    async def complete_one(self, request: CompletionRequest) -> Completion:
+        """``(await complete([request]))[0]``, for a caller that sends requests one by one (the engine)."""
+        self._ensure_session()
+        return await self._complete_one(request)
+
     async def aclose(self) -> None:
         """Close the HTTP session. Safe to call twice."""
         session, self._session = self._session, None

@@ -68,13 +68,24 @@ class AttributeConditionedStrategy(Stateful):
         if unknown:
             raise ConfigError(f"unknown template names {sorted(unknown)}; the templates are {sorted(DEFAULT_TEMPLATES)}")
         self.attributes_: dict[str, tuple[str, ...]] = {}
+        # what plan() derives from a task and reuses for every item (a Task never changes): not state
+        self._planned_for: tuple[Any, ...] | None = None
+        self._label_block: tuple[Any, ...] | None = None
 
     @property
     def template_version(self) -> str:
         """``attr-v2`` for the shipped templates; a fingerprint of the text for changed ones."""
-        if self.templates == dict(DEFAULT_TEMPLATES):
+        if self.templates == DEFAULT_TEMPLATES:
             return TEMPLATE_VERSION
         return "attr-" + fingerprint(self.templates)[:8]
+
+    def _task_parts(self, task: Task) -> tuple[dict[str, tuple[Any, ...]], GenerationParams]:
+        """The seeds of each label and the sampling parameters, worked out once per task."""
+        cached = self._planned_for
+        if cached is None or cached[0] is not task or cached[1] is not self.params:
+            pools = {name: task.seeds_for(name) for name in task.label_names}
+            cached = self._planned_for = (task, self.params, pools, self._params(task))
+        return cached[2], cached[3]
 
     def restore_fitted(self, fitted: Mapping[str, Any]) -> None:
         self.attributes_ = {k: tuple(v) for k, v in (fitted.get("attributes_") or {}).items()}
@@ -109,8 +120,14 @@ class AttributeConditionedStrategy(Stateful):
         names = task.label_names
         if not self.label_weights:
             # balanced: each block of len(labels) indices holds every label once, in a seeded order
+            # (consecutive items share a block: the last one is kept)
+            key = (task, names, type(seed), seed, index // len(names))
+            last = self._label_block
+            if last is not None and last[0] is task and last[1:5] == key[1:]:
+                return last[5][index % len(names)]
             block = list(names)
             random.Random(derive_seed(seed, "labels", index // len(names))).shuffle(block)
+            self._label_block = (*key, block)
             return block[index % len(names)]
         weights = [max(0.0, float(self.label_weights.get(n, 1.0))) for n in names]
         return random.Random(derive_seed(seed, "label", index)).choices(names, weights=weights)[0]
@@ -120,13 +137,14 @@ class AttributeConditionedStrategy(Stateful):
         rng = random.Random(derive_seed(seed, self.name, index))
         label = self._label_for(task, index, seed)
         chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
-        pool = list(task.seeds_for(label))
+        pools, params = self._task_parts(task)
+        pool = pools[label] if label in pools else task.seeds_for(label)
         shots = tuple(rng.sample(pool, min(self._k(task), len(pool))))
         version = self.template_version
         return Item(
             task=task, index=index, seed=seed, method=self.name, max_calls=1,
             pattern=version + ":" + "|".join(f"{a}={v}" for a, v in chosen.items()),
-            label=label, attributes=chosen, demonstrations=shots, params=self._params(task),
+            label=label, attributes=chosen, demonstrations=shots, params=params,
             conditioning={"label": label, "attributes": chosen, "template": version},
         )
 

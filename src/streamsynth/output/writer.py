@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from streamsynth.errors import OutputError
+from streamsynth.fingerprint import to_json
 from streamsynth.records import Sample
+from streamsynth.runtime.gcpolicy import throughput_gc
 from streamsynth.runtime.runner import RunResult
 
 SAMPLES_JSONL = "samples.jsonl"
@@ -39,6 +41,19 @@ def training_row(sample: Sample, output_field: str) -> dict[str, Any]:
     return row
 
 
+def _training_row_json(sample: Sample, output_field: str, provenance_json: str) -> str:
+    """``json.dumps(training_row(sample, output_field), ensure_ascii=False)``, with the provenance
+    already encoded (the Parquet file holds the same text, so it is encoded once for both)."""
+    head: dict[str, Any] = dict(sample.inputs)
+    head[output_field] = sample.output
+    head["id"] = sample.id
+    if "meta" in head:  # an input field named "meta": training_row overwrites it in place
+        return to_json(training_row(sample, output_field))
+    # a dict's JSON is its items joined by ", ": the row is the head's items, then "meta"
+    return (f'{to_json(head)[:-1]}, "meta": {{"provenance": {provenance_json}, '
+            f'"scores": {to_json(dict(sample.scores))}, "cost": {to_json(sample.cost.to_dict())}}}}}')
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -58,12 +73,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    return "".join(to_json(r) + "\n" for r in rows).encode("utf-8")
 
 
-def _write_parquet(path: Path, samples: list[Sample], output_field: str, input_fields: tuple[str, ...]) -> None:
+def _write_parquet(path: Path, samples: list[Sample], output_field: str, input_fields: tuple[str, ...],
+                   provenance_json: list[str] | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    if provenance_json is None:
+        provenance_json = [to_json(s.provenance.to_dict()) for s in samples]
 
     cols: dict[str, list[Any]] = {f: [s.inputs.get(f, "") for s in samples] for f in input_fields}
     cols[output_field] = [s.output for s in samples]
@@ -75,7 +94,7 @@ def _write_parquet(path: Path, samples: list[Sample], output_field: str, input_f
     cols["sample_index"] = [s.provenance.sample_index for s in samples]
     cols["prompt_fingerprint"] = [s.provenance.prompt_fingerprint for s in samples]
     cols["seed_example_ids"] = [list(s.provenance.seed_example_ids) for s in samples]
-    cols["provenance_json"] = [json.dumps(s.provenance.to_dict(), ensure_ascii=False) for s in samples]
+    cols["provenance_json"] = provenance_json
     cols["scores_json"] = [json.dumps(dict(s.scores)) for s in samples]
     schema_types = {"seed": pa.int64(), "sample_index": pa.int64(), "seed_example_ids": pa.list_(pa.string())}
     table = pa.table({k: pa.array(v, type=schema_types.get(k, pa.string())) for k, v in cols.items()})
@@ -122,6 +141,11 @@ def check_output_dir(out_dir: Path, run_fingerprint: str, *, overwrite: bool) ->
 
 def write_run(out_dir: Path, result: RunResult, manifest: dict[str, Any]) -> dict[str, str]:
     """Write samples, rejects and manifest into ``out_dir``; returns the file paths."""
+    with throughput_gc():  # a large run makes many small objects here too
+        return _write_run(out_dir, result, manifest)
+
+
+def _write_run(out_dir: Path, result: RunResult, manifest: dict[str, Any]) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     task = result.task
     files = {
@@ -130,9 +154,10 @@ def write_run(out_dir: Path, result: RunResult, manifest: dict[str, Any]) -> dic
         "rejected_jsonl": out_dir / REJECTED_JSONL,
         "manifest": out_dir / MANIFEST,
     }
-    rows = [training_row(s, task.output_field) for s in result.accepted]
-    _atomic_write(files["samples_jsonl"], lambda fh: fh.write(_jsonl_bytes(rows)))
-    _write_parquet(files["samples_parquet"], result.accepted, task.output_field, task.input_fields)
+    provenance = [to_json(s.provenance.to_dict()) for s in result.accepted]
+    rows = "".join(_training_row_json(s, task.output_field, p) + "\n" for s, p in zip(result.accepted, provenance))
+    _atomic_write(files["samples_jsonl"], lambda fh: fh.write(rows.encode("utf-8")))
+    _write_parquet(files["samples_parquet"], result.accepted, task.output_field, task.input_fields, provenance)
     _atomic_write(files["rejected_jsonl"], lambda fh: fh.write(_jsonl_bytes(s.to_dict() for s in result.rejected)))
     full = dict(manifest)
     full["files"] = {k: p.name for k, p in files.items()}

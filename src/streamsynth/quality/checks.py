@@ -91,7 +91,7 @@ class MalformedCheck(Stateful):
                 return Verdict(self.name, False, f"{f} holds markup, code, a URL or chat tokens")
             if _LIST_AGAIN.search(text):
                 return Verdict(self.name, False, f"{f} holds a list or several examples")
-            letters = sum(ch.isalpha() for ch in text)
+            letters = sum(map(str.isalpha, text))
             if text and letters / len(text) < 0.5:
                 return Verdict(self.name, False, f"{f} is mostly not letters")
             words = text.lower().split()
@@ -115,17 +115,27 @@ class EchoCheck(Stateful):
     name = "echo"
 
     def verify(self, sample: Sample, task: Task) -> Verdict:
+        description, labels = self._descriptions(task)
         for text in _texts(sample):
             m = _ECHO.search(text)
             if m:
                 return Verdict(self.name, False, f"echoes the instruction ({m.group(0).strip()!r})")
             norm = normalize_for_dedup(text)
-            if task.description and normalize_for_dedup(task.description) in norm:
+            if description is not None and description in norm:
                 return Verdict(self.name, False, "repeats the task description")
-            for lab in task.labels:
-                if lab.description and normalize_for_dedup(lab.description) in norm:
-                    return Verdict(self.name, False, f"repeats the description of label {lab.name!r}")
+            for name, desc in labels:
+                if desc in norm:
+                    return Verdict(self.name, False, f"repeats the description of label {name!r}")
         return Verdict(self.name, True)
+
+    def _descriptions(self, task: Task) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """The task's and its labels' descriptions, normalized once per task (a Task never changes)."""
+        cached = getattr(self, "_described", None)
+        if cached is None or cached[0] is not task:
+            description = normalize_for_dedup(task.description) if task.description else None
+            labels = tuple((lab.name, normalize_for_dedup(lab.description)) for lab in task.labels if lab.description)
+            cached = self._described = (task, description, labels)
+        return cached[1], cached[2]
 
 
 @component("duplicate")

@@ -9,6 +9,7 @@ It never invents text; it only cuts. What it cannot make sense of comes back fla
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ _TRAILING_EXPLANATION = re.compile(
 )
 
 
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_CODE_FENCE = re.compile(r"^```[a-zA-Z]*\n?|\n?```$")
+_BOLD = re.compile(r"\*\*|__")
+_BLANKS = re.compile(r"[ \t]+")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
 @dataclass(frozen=True, slots=True)
 class Cleaned:
     text: str
@@ -57,7 +65,9 @@ def _strip_quotes(text: str) -> str:
 
 
 def _from_json(text: str, keys: tuple[str, ...]) -> str | None:
-    m = re.search(r"\{.*\}", text, re.DOTALL)
+    if "{" not in text:
+        return None
+    m = _JSON_OBJECT.search(text)
     if not m:
         return None
     try:
@@ -76,13 +86,17 @@ def strip_label_tag(text: str, labels: tuple[str, ...]) -> str:
     """Remove a trailing '(positive)', '- positive', 'Label: positive' and the like."""
     if not labels:
         return text
+    return _label_tag(tuple(labels)).sub("", text).rstrip()
+
+
+@functools.lru_cache(maxsize=64)
+def _label_tag(labels: tuple[str, ...]) -> re.Pattern:
     alts = "|".join(re.escape(lab) for lab in sorted(labels, key=len, reverse=True))
-    pat = re.compile(
+    return re.compile(
         rf"\s*(?:[\(\[]\s*(?:label|sentiment|class|category)?\s*:?\s*(?:{alts})\s*[\)\]]"
         rf"|[-–—|]\s*(?:{alts})|(?:label|sentiment|class|category)\s*[:=]\s*(?:{alts}))\s*[.!]?\s*$",
         re.IGNORECASE,
     )
-    return pat.sub("", text).rstrip()
 
 
 def clean_text(raw: str, *, labels: tuple[str, ...] = (), json_keys: tuple[str, ...] = ("input", "text")) -> Cleaned:
@@ -92,7 +106,9 @@ def clean_text(raw: str, *, labels: tuple[str, ...] = (), json_keys: tuple[str, 
     as_json = _from_json(text, json_keys)
     if as_json is not None:
         text, notes = as_json.strip(), ["json"]
-    text = re.sub(r"^```[a-zA-Z]*\n?|\n?```$", "", text).strip()
+    if "```" in text:
+        text = _CODE_FENCE.sub("", text)
+    text = text.strip()
     for _ in range(3):  # preamble, then field tag, possibly nested ("Sure! Review: ...")
         before = text
         m = _PREAMBLE.match(text)
@@ -111,13 +127,14 @@ def clean_text(raw: str, *, labels: tuple[str, ...] = (), json_keys: tuple[str, 
     if m and m.start() > 0:
         text = text[: m.start()].rstrip()
         notes.append("trailing_text")
-    text = re.sub(r"\*\*|__", "", text)
+    if "**" in text or "__" in text:
+        text = _BOLD.sub("", text)
     text = strip_label_tag(text, labels)
     text = _strip_quotes(text)
-    text = re.sub(r"[ \t]+", " ", text).strip()
+    text = _BLANKS.sub(" ", text).strip()
     return Cleaned(text=text, notes=tuple(notes))
 
 
 def normalize_for_dedup(text: str) -> str:
     """Lower case, letters and digits only, single spaces: equal after this means duplicate."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+    return " ".join(_WORD.findall(text.lower()))

@@ -97,18 +97,26 @@ class Engine:
         self.max_in_flight = max_in_flight or (2 * size if batching else int(getattr(backend, "concurrency", 64)) * 2)
         self._to_cache: dict[str, Completion] = {}
         self._flushing: asyncio.Task | None = None
+        #: cache reads waiting for the worker thread, and whether a reader is running
+        self._wanted: list[tuple[str, asyncio.Future]] = []
+        self._reading = False
+        # one request straight to a backend that takes them one by one (no task and gather per call)
+        self._complete_one = getattr(backend, "complete_one", None) if not batching else None
 
     @property
     def model_id(self) -> str:
         return self.backend.model_id
 
-    async def call(self, request: CompletionRequest) -> tuple[Completion, str]:
-        """One request through cache and scheduler; returns the answer and its cache key."""
-        key = request.cache_key(self.backend.model_id)
+    async def call(self, request: CompletionRequest, *, key: str | None = None) -> tuple[Completion, str]:
+        """One request through cache and scheduler; returns the answer and its cache key.
+
+        ``key``: the request's cache key when the caller has it already (``request.cache_key``)."""
+        if key is None:
+            key = request.cache_key(self.backend.model_id)
         if self.cache is not None:
             hit = self._to_cache.get(key)
             if hit is None:
-                hit = await asyncio.to_thread(self.cache.get, key)
+                hit = await self._lookup(key)
             else:
                 hit = dataclasses.replace(hit, cached=True)
             if hit is not None:
@@ -116,14 +124,45 @@ class Engine:
                 return hit, key
         if self._batcher is not None:
             answer = await self._batcher.submit(request)
+        elif self._complete_one is not None:
+            answer = await self._complete_one(request)
         else:
             answer = (await self.backend.complete([request]))[0]
         self.meter.charge(answer)
-        if self.cache is not None and answer.ok:
+        if self.cache is not None and answer.error is None:
             self._to_cache[key] = answer
             if len(self._to_cache) >= 256 or self._flushing is None or self._flushing.done():
                 self._flushing = asyncio.get_running_loop().create_task(self.flush())
         return answer, key
+
+    async def _lookup(self, key: str) -> Completion | None:
+        """A cache read in a worker thread, batched: the keys asked for while one read runs go in the next."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._wanted.append((key, fut))
+        if not self._reading:
+            self._reading = True
+            loop.create_task(self._read_wanted())
+        return await fut
+
+    async def _read_wanted(self) -> None:
+        try:
+            while self._wanted:
+                batch, self._wanted = self._wanted, []
+                try:
+                    found = await asyncio.to_thread(self.cache.get_many, [k for k, _ in batch])
+                except BaseException as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for k, fut in batch:
+                    if not fut.done():
+                        fut.set_result(found.get(k))
+        finally:
+            self._reading = False
 
     async def flush(self) -> None:
         """Commit buffered answers to the cache (in a worker thread)."""

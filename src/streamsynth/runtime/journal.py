@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from streamsynth.errors import OutputError
+from streamsynth.fingerprint import to_json
 from streamsynth.records import Cost, Sample
 
 JOURNAL = "journal.jsonl"
@@ -93,7 +94,7 @@ class Journal:
     def _put(self, obj: dict[str, Any]) -> None:
         if self._error is not None:
             raise OutputError(f"cannot write the run journal {self.path}: {self._error}; check free disk space")
-        self._queue.put((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._queue.put((to_json(obj) + "\n").encode("utf-8"))
 
     def write_fitted(self, fitted: dict[str, Any], *, cost: Cost = Cost(), calls: int = 0) -> None:
         """What the program learned before the first item, and what learning it cost."""

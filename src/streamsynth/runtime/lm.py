@@ -52,16 +52,24 @@ class ItemLM:
                 "raise max_calls in the method's plan()"
             )
         req = self.request(messages, params, step=step, k=k)
-        completion, key = await self.engine.call(req)
+        key = self._key(req)
+        completion, key = await self.engine.call(req, key=key)
         self._record(req, completion, key)
         return completion
+
+    def _key(self, req: CompletionRequest) -> str:
+        """The request's cache key; the item's prompt fingerprint too on its first call (one serialization)."""
+        if self.prompt_fingerprint is None:
+            key, self.prompt_fingerprint = req.fingerprints(self.engine.model_id)
+            return key
+        return req.cache_key(self.engine.model_id)
 
     def _record(self, req: CompletionRequest, completion: Completion, key: str) -> None:
         if self.prompt_fingerprint is None:
             self.prompt_fingerprint = req.prompt_fingerprint()
         cost = self.engine.meter.cost_of(completion)
-        self.cost = self.cost + cost
-        outcome = "ok" if completion.ok else f"error: {completion.error}"
+        self.cost = cost if not self.steps else self.cost + cost
+        outcome = "ok" if completion.error is None else f"error: {completion.error}"
         self.steps.append(Step(req.step or "generate", req.k, key[:16], completion.cached, cost, outcome))
 
     async def complete_many(self, messages: Sequence[Message], params: GenerationParams, n: int, *,
@@ -74,7 +82,7 @@ class ItemLM:
             )
         reqs = [CompletionRequest(tuple(messages), params, seed=self.seed, sample_index=self.index, step=step, k=k)
                 for k in range(n)]
-        results = await asyncio.gather(*(self.engine.call(r) for r in reqs))
+        results = await asyncio.gather(*(self.engine.call(r, key=self._key(r)) for r in reqs))
         for req, (completion, key) in zip(reqs, results):
             self._record(req, completion, key)
         return [c for c, _ in results]

@@ -28,6 +28,7 @@ from streamsynth.program import SynthesisProgram
 from streamsynth.quality.checks import verify_batch
 from streamsynth.records import Sample
 from streamsynth.runtime.engine import Engine
+from streamsynth.runtime.gcpolicy import throughput_gc
 from streamsynth.runtime.journal import Journal
 from streamsynth.runtime.lm import ItemLM
 from streamsynth.task import Task
@@ -154,6 +155,21 @@ async def synthesize(
     journal: Journal | None = None,
 ) -> RunResult:
     """Run a fresh copy of ``program`` on ``task`` until the budget is spent (or ``target`` is reached)."""
+    with throughput_gc():  # fewer garbage collections while thousands of requests are in flight
+        return await _synthesize(task, program, engine, seed=seed, target=target, on_progress=on_progress,
+                                 journal=journal)
+
+
+async def _synthesize(
+    task: Task,
+    program: SynthesisProgram,
+    engine: Engine,
+    *,
+    seed: int,
+    target: int | None,
+    on_progress: Callable[[RunStats], None] | None,
+    journal: Journal | None,
+) -> RunResult:
     t0 = time.perf_counter()
     meter = engine.meter
     if meter.max_queries is None and meter.max_tokens is None and meter.max_dollars is None and target is None:
@@ -184,6 +200,15 @@ async def synthesize(
     async def run_item(item: Item, method: Any) -> tuple[Item, list[Sample], ItemLM]:
         lm = ItemLM(engine, index=item.index, seed=item.seed, max_calls=item.max_calls)
         return item, await method.run(item, lm), lm
+
+    # finished items reach the loop through their done callbacks (asyncio.wait would add and remove a
+    # callback on every item in flight, thousands of them, each time one finishes)
+    finished_q: list[asyncio.Task] = []
+    wake = asyncio.Event()
+
+    def on_done(fut: asyncio.Task) -> None:
+        finished_q.append(fut)
+        wake.set()
 
     try:
         if journal is not None and journal.fitted is not None:
@@ -218,11 +243,17 @@ async def synthesize(
                     meter.release(granted)
                     stopped = "budget"
                     break
-                in_flight[asyncio.ensure_future(run_item(item, method))] = item
+                fut = asyncio.ensure_future(run_item(item, method))
+                fut.add_done_callback(on_done)
+                in_flight[fut] = item
                 index += 1
             if not in_flight:
                 break
-            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            while not finished_q:
+                wake.clear()
+                await wake.wait()
+            finished = [f for f in finished_q if f in in_flight]
+            finished_q.clear()
             errors = []
             for fut in sorted(finished, key=lambda f: in_flight[f].index):
                 item = in_flight.pop(fut)
