@@ -51,6 +51,22 @@ _EXCERPT_CHARS = 200
 _PARSE_ERRORS = (KeyError, TypeError, IndexError, ValueError, AttributeError)
 
 
+def _not_serializable(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+try:  # the bytes json.dumps(body) sends, from a C encoder made once (json.dumps makes one per call)
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring_ascii as _encode_ascii
+
+    _BODY_ENCODER = _c_make_encoder(None, _not_serializable, _encode_ascii, None, ": ", ", ", False, False, True)
+
+    def _dumps_body(body: Any) -> str:
+        return "".join(_BODY_ENCODER(body, 0))
+except ImportError:  # pragma: no cover - no C accelerator
+    _dumps_body = json.dumps
+
+
 class _Retryable(Exception):
     """One attempt failed in a way a later attempt may not."""
 
@@ -321,7 +337,7 @@ class OpenAIChatBackend(BaseBackend):
             # the limiter decides what is in flight; the pool only has to hold its largest limit
             connector = aiohttp.TCPConnector(limit=self.max_concurrency)
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=_dumps_body)
             if self._loop is not loop:
                 self.limiter.reset_waiters()  # waiters of another loop are gone with it
             self._loop = loop

@@ -36,6 +36,17 @@ async def verify_batch(check: Check, samples: Sequence[Sample], task: Task) -> l
     return list(out)
 
 
+_PASSED: dict[str, Verdict] = {}
+
+
+def _passed(check: str) -> Verdict:
+    """``Verdict(check, True)``, one shared object per check name (a run keeps one per sample and check)."""
+    v = _PASSED.get(check)
+    if v is None:
+        v = _PASSED[check] = Verdict(check, True)
+    return v
+
+
 def _texts(sample: Sample) -> list[str]:
     return [v for v in sample.inputs.values() if isinstance(v, str)]
 
@@ -48,7 +59,7 @@ class EmptyCheck(Stateful):
         fields = [f for f in task.input_fields if not sample.inputs.get(f, "").strip()]
         if fields:
             return Verdict(self.name, False, f"no text for {', '.join(fields)} after cleaning")
-        return Verdict(self.name, True)
+        return _passed(self.name)
 
 
 @component("length")
@@ -70,7 +81,7 @@ class LengthCheck(Stateful):
                 return Verdict("overlong", False, f"{f} has {n} characters, more than {hi}")
             if n < lo:
                 return Verdict("too_short", False, f"{f} has {n} characters, fewer than {lo}")
-        return Verdict(self.name, True)
+        return _passed(self.name)
 
 
 _MARKUP = re.compile(r"```|<\/?[a-z]+[^>]*>|https?://|\{\s*\"|\[/?INST\]|<\|", re.IGNORECASE)
@@ -97,7 +108,7 @@ class MalformedCheck(Stateful):
             words = text.lower().split()
             if len(words) >= 8 and len(set(words)) / len(words) < 0.35:
                 return Verdict(self.name, False, f"{f} repeats itself")
-        return Verdict(self.name, True)
+        return _passed(self.name)
 
 
 _ECHO = re.compile(
@@ -126,7 +137,7 @@ class EchoCheck(Stateful):
             for name, desc in labels:
                 if desc in norm:
                     return Verdict(self.name, False, f"repeats the description of label {name!r}")
-        return Verdict(self.name, True)
+        return _passed(self.name)
 
     def _descriptions(self, task: Task) -> tuple[str | None, tuple[tuple[str, str], ...]]:
         """The task's and its labels' descriptions, normalized once per task (a Task never changes)."""
@@ -162,7 +173,7 @@ class DuplicateCheck(Stateful):
         if first is not None:
             return Verdict(self.name, False, f"same text as {first}")
         self._seen[key] = f"sample {sample.id}"
-        return Verdict(self.name, True)
+        return _passed(self.name)
 
 
 def default_checks() -> list[Check]:

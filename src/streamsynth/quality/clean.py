@@ -135,6 +135,7 @@ def clean_text(raw: str, *, labels: tuple[str, ...] = (), json_keys: tuple[str, 
     return Cleaned(text=text, notes=tuple(notes))
 
 
+@functools.lru_cache(maxsize=4096)  # the echo and duplicate checks both ask for each sample's text
 def normalize_for_dedup(text: str) -> str:
     """Lower case, letters and digits only, single spaces: equal after this means duplicate."""
     return " ".join(_WORD.findall(text.lower()))
