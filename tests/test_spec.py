@@ -17,7 +17,7 @@ from streamsynth.task import load_task, parse_spec
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DATA = EXAMPLES / "data"  # the examples carry their data: a clone runs with nothing beside it
-EXAMPLE_SPECS = sorted(EXAMPLES.glob("*.yaml"))
+EXAMPLE_SPECS = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "stream.yaml")  # stream.yaml lists tasks
 
 
 # -- helpers ------------------------------------------------------------------------------

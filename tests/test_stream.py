@@ -161,3 +161,9 @@ def test_bad_stream_files_give_clear_errors(tmp_path):
     f.write_text("tasks: [s.yaml]\nlearning: [magic]\n")
     with pytest.raises(SpecError, match="learning"):
         load_stream(f)
+
+
+def test_the_example_stream_loads():
+    stream = load_stream(Path(__file__).resolve().parents[1] / "examples" / "stream.yaml")
+    assert [p.stem for p in stream.task_paths] == ["sst2", "ag_news", "trec", "emotion"]
+    assert stream.spec.learning == ["explicit"] and stream.store_path.name == "experience.sqlite"
