@@ -282,7 +282,7 @@ def print_table(rows: list[dict[str, Any]], real: dict[str, Any]) -> None:
                       f"{s['wall_s']:.0f}", f"{s['n_samples']:.0f}")
     for t, r in real.items():
         table.add_row("", t, "real_2000", f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}", "", "", "", "", str(r["n_train"]))
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
