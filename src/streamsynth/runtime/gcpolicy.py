@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import threading
 from typing import Iterator
 
 #: (young, middle, old) thresholds during a run; see gc.set_threshold
 RUN_THRESHOLDS = (10_000, 50, 50)
 
+_lock = threading.Lock()  # runs in several threads (each with its own loop) share the setting too
 _depth = 0
 _saved: tuple[int, ...] | None = None
 
@@ -31,18 +33,20 @@ _saved: tuple[int, ...] | None = None
 def throughput_gc() -> Iterator[None]:
     """Raise the collector's thresholds while the block runs (see the module docstring)."""
     global _depth, _saved
-    if _depth == 0:
-        old = gc.get_threshold()
-        wanted = tuple(max(a, b) for a, b in zip(old, RUN_THRESHOLDS))
-        enabled = os.environ.get("STREAMSYNTH_GC_TUNING", "1") != "0" and gc.isenabled() and old[0] > 0
-        if enabled and wanted != tuple(old):
-            _saved = tuple(old)
-            gc.set_threshold(*wanted)
-    _depth += 1
+    with _lock:
+        if _depth == 0:
+            old = gc.get_threshold()
+            wanted = tuple(max(a, b) for a, b in zip(old, RUN_THRESHOLDS))
+            enabled = os.environ.get("STREAMSYNTH_GC_TUNING", "1") != "0" and gc.isenabled() and old[0] > 0
+            if enabled and wanted != tuple(old):
+                _saved = tuple(old)
+                gc.set_threshold(*wanted)
+        _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
-        if _depth == 0 and _saved is not None:
-            gc.set_threshold(*_saved)
-            _saved = None
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _saved is not None:
+                gc.set_threshold(*_saved)
+                _saved = None
