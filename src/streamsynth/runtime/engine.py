@@ -1,8 +1,9 @@
 """The engine: every model call goes cache, then scheduler; the budget is reserved per item.
 
 - ``Engine.call(request)`` looks the request up in the response cache (in a worker thread, off
-  the event loop), else hands it to the scheduler, then queues the answer for the cache. Cache
-  writes are buffered and committed in batches by a worker thread.
+  the event loop, the look-ups asked for meanwhile batched into one read), else hands it to the
+  scheduler, then queues the answer for the cache. Cache writes are buffered and committed in
+  batches by a worker thread.
 - The scheduler depends on the backend. A backend that batches (a local model) gets a
   ``MicroBatcher``: requests from all items in flight are gathered into one batch as soon as the
   model is free, so the model never waits for one item. A backend that takes requests one by one
@@ -100,6 +101,7 @@ class Engine:
         #: cache reads waiting for the worker thread, and whether a reader is running
         self._wanted: list[tuple[str, asyncio.Future]] = []
         self._reading = False
+        self._reader: asyncio.Task | None = None
         # one request straight to a backend that takes them one by one (no task and gather per call)
         self._complete_one = getattr(backend, "complete_one", None) if not batching else None
 
@@ -142,7 +144,7 @@ class Engine:
         self._wanted.append((key, fut))
         if not self._reading:
             self._reading = True
-            loop.create_task(self._read_wanted())
+            self._reader = loop.create_task(self._read_wanted())  # (held: the loop keeps only weak references)
         return await fut
 
     async def _read_wanted(self) -> None:
