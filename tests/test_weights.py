@@ -228,7 +228,7 @@ def test_grpo_runs_with_a_toy_reward_and_records_timing(base_folder, tmp_path):
         return [1.0 / (1 + len(c)) for c in completions]
 
     learner = WeightLearner(sft_epochs=1, batch_size=2, max_length=96, grpo_steps=1, grpo_prompts=2,
-                            num_generations=2, max_new_tokens=12)
+                            num_generations=2, max_new_tokens=8)
     ref = learner.fit(base_folder, _examples()[:2], reward_fn=shorter_is_better, out_dir=tmp_path / "grpo")
     assert ref.stats["grpo_steps"] == 1 and ref.stats["grpo_prompts"] == 2 and ref.stats["grpo_s"] > 0
     assert "mean_reward_before" in ref.stats and "mean_reward_after" in ref.stats
