@@ -52,13 +52,13 @@ def _friendly(fn):
 
 
 def _make_backend(kind: BackendKind, *, model, base_url, api_key_env, concurrency, timeout, batch_size, cache_dir,
-                  dtype="float32"):
+                  dtype="float32", adapter=None):
     from streamsynth.errors import ConfigError
 
     if kind is BackendKind.local:
         from streamsynth.backends.local_hf import LocalHFBackend
 
-        return LocalHFBackend(model, cache_dir=cache_dir, batch_size=batch_size, dtype=dtype)
+        return LocalHFBackend(model, cache_dir=cache_dir, batch_size=batch_size, dtype=dtype, adapter=adapter)
     if kind is BackendKind.openai:
         from streamsynth.backends.openai_http import OpenAIChatBackend
 
@@ -282,13 +282,8 @@ def stream(
             from streamsynth.errors import ConfigError
 
             raise ConfigError("'weights' learning trains the local model; use --backend local or drop 'weights'")
-        be = _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
-                           timeout=60.0, batch_size=batch_size, cache_dir=cache_root)
-        if adapter is not None:
-            from streamsynth.backends.local_hf import LocalHFBackend
-
-            be = LocalHFBackend(model, cache_dir=cache_root, batch_size=batch_size, adapter=adapter)
-        return be
+        return _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                             timeout=60.0, batch_size=batch_size, cache_dir=cache_root, adapter=adapter)
 
     def show(e):
         kind = e.get("event")

@@ -116,9 +116,6 @@ class ExploringStrategy(AttributeConditionedStrategy):
         #: high-reward texts from earlier runs of the same task, per label: extra demonstrations
         self.exemplars = {k: list(v) for k, v in (exemplars or {}).items()}
 
-    def setup_calls(self, task: Task) -> int:
-        return super().setup_calls(task)
-
     def plan(self, task: Task, index: int, seed: int) -> Item:
         pid = thompson_choice(self.policy, derive_seed(seed, "pattern", index))
         pattern = Pattern.from_id(pid)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamsynth.errors import ConfigError, SpecError
 from streamsynth.fingerprint import derive_seed, fingerprint
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
-from streamsynth.learn.reflect import model_reflection, reflect
+from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.quality.clean import normalize_for_dedup
 from streamsynth.records import Sample
@@ -219,8 +219,8 @@ async def run_learning_task(
                                  cache=cache, program=program)
         res = report.result
         calls += res.stats.queries
-        new = list(res.accepted) + [s for s in res.rejected]
-        scored = [s for s in res.accepted]
+        new = list(res.accepted) + list(res.rejected)
+        scored = list(res.accepted)
         round_rewards: dict[str, list[float]] = {}
         if scored:
             # rewards are computed over everything accepted so far, so diversity is set-level
@@ -263,8 +263,6 @@ async def run_learning_task(
             await engine.aclose()
     lessons = reflect(task.name, all_samples, rewards, parts=parts)
     if reflection:
-        from streamsynth.learn.reflect import LessonDraft
-
         lessons.append(LessonDraft(f"Reflection on {task.name}: {reflection}", importance=2.0, kind="reflection"))
     ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
                          kept=kept, meta={"utility": dataclasses.asdict(choice)})
