@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from streamsynth.runtime import BudgetMeter, Engine, Prices, ResponseCache
 from streamsynth.runtime.journal import Journal
 from streamsynth.runtime.runner import RunResult, RunStats, synthesize
 from streamsynth.task import Task, load_task
+from streamsynth import aio
 
 
 @dataclass(frozen=True)
@@ -96,4 +96,4 @@ def generate(task: Task | str | os.PathLike, backend: Backend, **kwargs: Any) ->
             if close is not None:
                 await close()
 
-    return asyncio.run(_main())
+    return aio.run(_main())

@@ -17,6 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from streamsynth.errors import ConfigError
 from streamsynth.records import Completion, CompletionRequest
+from streamsynth import aio
 
 
 @runtime_checkable
@@ -79,4 +80,4 @@ def run_sync(coro, closer=None):
             if closer is not None:
                 await closer()
 
-    return asyncio.run(_main())
+    return aio.run(_main())

@@ -6,7 +6,6 @@ in a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamsynth.errors import StreamsynthError
+from streamsynth import aio
 
 app = typer.Typer(
     name="streamsynth",
@@ -159,7 +159,7 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
             await be.aclose()
 
     try:
-        report = asyncio.run(_run())
+        report = aio.run(_run())
     except KeyboardInterrupt:  # interrupted before the run loop could stop cleanly
         err.print("[yellow]interrupted[/]: rerun the same command to continue from the cache")
         raise typer.Exit(130) from None
@@ -311,7 +311,7 @@ def stream(
             con.print(f"  {e['message']}", highlight=False)
 
     try:
-        outcomes = asyncio.run(arun_stream(spec, out=out, make_backend=make, cache=cache, on_event=show))
+        outcomes = aio.run(arun_stream(spec, out=out, make_backend=make, cache=cache, on_event=show))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: rerun the same command to resume from the last finished task")
         raise typer.Exit(130) from None

@@ -53,6 +53,7 @@ import struct
 import sys
 import threading
 import time
+from streamsynth import aio
 from collections import Counter
 from typing import Any, Callable, Iterator, Sequence
 
@@ -486,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         await asyncio.Event().wait()
 
     try:
-        asyncio.run(serve())
+        aio.run(serve())
     except KeyboardInterrupt:
         sys.exit(130)
 
