@@ -350,3 +350,40 @@ def test_dev_utility_state_round_trips(hash_embedder):
     state = du.dump_state()
     assert state == {"type": "dev_utility", "params": {"C": 0.5, "folds": 3, "seed": 7}}
     assert load_state(state).dump_state() == state
+
+
+def _copies_of(task, *, named: bool):
+    """One sample per seed, with the seed's own text and label; ``named``: its provenance names the seed."""
+    import dataclasses
+
+    out = []
+    for i, e in enumerate(task.seeds):
+        s = sample(e.inputs["text"], e.output, i=i)
+        if named:
+            s = dataclasses.replace(s, provenance=dataclasses.replace(s.provenance, seed_example_ids=(e.id,)))
+        out.append(s)
+    return out
+
+
+def test_cross_validation_leaves_out_samples_written_from_a_held_out_seed(hash_embedder, no_reading):
+    # every seed has words of its own: seeds alone cannot get a held-out one right, its copy can
+    words = ["apple", "river", "cloud", "stone", "tiger", "piano", "lemon", "candle", "forest", "mirror",
+             "rocket", "garden", "violin", "desert", "pillow", "harbor"]
+    seeds = [(f"{w} {w}s {w}ish", ("positive", "negative")[i % 2]) for i, w in enumerate(words)]
+    task = make_task(seeds)
+    du = DevUtility(embedder=hash_embedder, folds=4)
+    leaky = du.evaluate(task, _copies_of(task, named=False))  # a copy of every held-out seed is trained on
+    fair = du.evaluate(task, _copies_of(task, named=True))
+    assert leaky.method == fair.method == "cv"
+    assert leaky.with_synthetic == 1.0 and leaky.gain > 0.2
+    assert fair.gain < leaky.gain - 0.2 and fair.with_synthetic < 0.9
+
+
+def test_best_prefix_gate_needs_a_gain_beyond_its_standard_error(hash_embedder, no_reading):
+    task = make_task(FEW_SEEDS, DEV)
+    du = DevUtility(embedder=hash_embedder)
+    assert du.best_prefix(task, _samples(HELPFUL), confidence_z=0.0).keep > 0
+    strict = du.best_prefix(task, _samples(HELPFUL), confidence_z=50.0)
+    assert strict.keep == 0 and "standard errors" in strict.reason
+    with pytest.raises(ConfigError):
+        du.best_prefix(task, [], confidence_z=-1)

@@ -55,6 +55,7 @@ class SelectionSpec(_Strict):
     balance: float = Field(0.7, ge=0, le=1, description="1: quality only; 0: diversity only")
     min_gain: float = Field(0.005, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
     fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0])
+    confidence_z: float = Field(1.0, ge=0, description="the gain must also exceed this many standard errors")
 
 
 class WeightsSpec(_Strict):
@@ -241,7 +242,8 @@ async def run_learning_task(
     accepted = with_feedback([s for s in all_samples if s.accepted], list(feedback_all.values()))
     accepted, dups = _dedup(accepted, task.input_fields)
     ranked = ctx.selector.select(accepted, task, seed=seed)
-    choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain)
+    choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain,
+                                     confidence_z=ctx.selection.confidence_z)
     kept = list(ranked[: choice.keep])
     kept_ids = {s.id for s in kept}
     rejected = [s for s in all_samples if not s.accepted] + dups
