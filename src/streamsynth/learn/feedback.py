@@ -524,13 +524,10 @@ class DevUtility(UsesEmbedder):
             raise ConfigError(f"confidence_z must be >= 0, got {confidence_z}")
         ranked = list(ranked)
         method, splits = self._splits(task)
-        base = self._correct(task, splits, [])
-        scores = {0: _fold_mean(base)}
-        correct = {0: base}
-        for k in sorted({int(round(f * len(ranked))) for f in fractions} - {0}):
-            correct[k] = self._correct(task, splits, ranked[:k])
-            scores[k] = _fold_mean(correct[k])
-        seed_only = scores[0]
+        correct = {k: self._correct(task, splits, ranked[:k])
+                   for k in sorted({int(round(f * len(ranked))) for f in fractions} | {0})}
+        scores = {k: _fold_mean(c) for k, c in correct.items()}
+        base, seed_only = correct[0], scores[0]
         best = min(scores, key=lambda k: (-scores[k], k))
         where = "dev accuracy" if method == "dev" else "cross-validated seed accuracy"
         gain = scores[best] - seed_only

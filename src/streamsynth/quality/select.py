@@ -7,6 +7,8 @@ and keep the first ``k`` (or ``fraction``) of them.
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -138,7 +140,7 @@ def label_round_robin(labels: Sequence[str], order: Sequence[str], n: int, pick:
     return chosen
 
 
-class _GreedySelector(UsesEmbedder):
+class _GreedySelector(UsesEmbedder, abc.ABC):
     """The shared frame of the embedding selectors: accepted samples, qualities, similarities, label turns."""
 
     name = ""
@@ -165,8 +167,9 @@ class _GreedySelector(UsesEmbedder):
         chosen = label_round_robin(labels, order, n, self._picker(sims, quality))
         return [pool[i] for i in chosen]
 
+    @abc.abstractmethod
     def _picker(self, sims: np.ndarray, quality: np.ndarray) -> Callable[[list[int]], int]:
-        raise NotImplementedError
+        """The greedy rule: given the indices chosen so far, the index to take next (each subclass's own)."""
 
 
 @component("mmr")

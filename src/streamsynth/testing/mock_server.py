@@ -53,11 +53,12 @@ import struct
 import sys
 import threading
 import time
-from streamsynth import aio
 from collections import Counter
 from typing import Any, Callable, Iterator, Sequence
 
 from aiohttp import web
+
+from streamsynth import aio
 
 HOST = "127.0.0.1"
 DEFAULT_FAULT_KINDS = ("429", "500", "timeout", "malformed", "truncated")
