@@ -228,7 +228,10 @@ async def _synthesize(
         if on_progress:
             on_progress(stats())
         index = 0
-        while True:
+
+        def refill() -> None:
+            """Plan and start items in index order until the engine's in-flight limit is reached."""
+            nonlocal index, stopped
             while stopped is None and len(in_flight) < engine.max_in_flight:
                 if target is not None and checker.cut is not None:
                     stopped = "target"
@@ -247,8 +250,9 @@ async def _synthesize(
                 fut.add_done_callback(on_done)
                 in_flight[fut] = item
                 index += 1
-            if not in_flight:
-                break
+
+        refill()
+        while in_flight:
             while not finished_q:
                 wake.clear()
                 await wake.wait()
@@ -268,9 +272,17 @@ async def _synthesize(
                     journal.append(item.index, samples, cost=lm.cost, calls=len(lm.steps))
             if errors:  # every finished item is kept first; then a BackendError ends the run below
                 raise errors[0]
+            if target is None:
+                # the freed slots are refilled before the checks run, and the new items get the loop
+                # first, so their requests go out while this batch is checked (a burst of answers
+                # must not hold back the next requests); with a target the checks decide first
+                # whether any more items are needed
+                refill()
+                await asyncio.sleep(0)
             await checker.advance(done, target=target)
             if on_progress:
                 on_progress(stats())
+            refill()
     except asyncio.CancelledError:
         stopped = "interrupted"
     except BackendError as exc:  # the backend is gone for good: keep what we have
