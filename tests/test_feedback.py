@@ -295,7 +295,7 @@ def test_dev_utility_cross_validates_over_seeds_without_dev(hash_embedder, no_re
     task = make_task(seeds, test_source=DataSource("jsonl", "/nonexistent/test.jsonl"))
     du = DevUtility(embedder=hash_embedder, folds=4)
     result = du.evaluate(task, _samples(HELPFUL))
-    assert result.method == "cv" and result.n_eval == len(seeds)
+    assert result.method == "cv" and result.n_eval == du.repeats * len(seeds)  # each seed once per repeat
     assert result.with_synthetic > result.seed_only
     assert du.evaluate(task, []).gain == 0.0
     assert du.evaluate(task, _samples(HELPFUL)) == result  # folds are seeded
@@ -346,9 +346,9 @@ def test_dev_texts_are_embedded_once_per_task(hash_embedder, monkeypatch):
 
 
 def test_dev_utility_state_round_trips(hash_embedder):
-    du = DevUtility(embedder=hash_embedder, C=0.5, folds=3, seed=7)
+    du = DevUtility(embedder=hash_embedder, C=0.5, folds=3, seed=7, repeats=2)
     state = du.dump_state()
-    assert state == {"type": "dev_utility", "params": {"C": 0.5, "folds": 3, "seed": 7}}
+    assert state == {"type": "dev_utility", "params": {"C": 0.5, "folds": 3, "seed": 7, "repeats": 2}}
     assert load_state(state).dump_state() == state
 
 
@@ -387,3 +387,38 @@ def test_best_prefix_gate_needs_a_gain_beyond_its_standard_error(hash_embedder, 
     assert strict.keep == 0 and "standard errors" in strict.reason
     with pytest.raises(ConfigError):
         du.best_prefix(task, [], confidence_z=-1)
+
+
+def _eight_seeds():
+    return [(f"a {w} movie", "positive") for w in POS_WORDS[:4]] + [(f"a {w} movie", "negative") for w in NEG_WORDS[:4]]
+
+
+def test_repeated_cross_validation_draws_new_folds_and_keeps_the_first_draw(hash_embedder, no_reading):
+    task = make_task(_eight_seeds())
+    one = DevUtility(embedder=hash_embedder, folds=4, repeats=1)._splits(task)[1]
+    three = DevUtility(embedder=hash_embedder, folds=4, repeats=3)._splits(task)[1]
+    assert len(one) == 4 and len(three) == 12
+    held_out = [sp.held_out_ids for sp in three]
+    assert held_out[:4] == [sp.held_out_ids for sp in one]  # repeats=1 is the first draw
+    assert held_out[4:8] != held_out[:4]  # a later repeat draws other folds
+    for r in range(3):  # every repeat scores every seed exactly once
+        ids = [i for sp in three[4 * r : 4 * r + 4] for i in sp.test_ids]
+        assert sorted(ids) == sorted(f"seed:{i}" for i in range(8))
+    with pytest.raises(ConfigError, match="repeats"):
+        DevUtility(repeats=0)
+
+
+def test_gain_standard_error_counts_each_seed_once_across_repeats():
+    from streamsynth.learn.feedback import _paired_se, _Split
+
+    def split(ids):
+        return _Split((), np.zeros((len(ids), 2)), np.array(["a"] * len(ids), dtype=object), test_ids=tuple(ids))
+
+    rows = [f"seed:{i}" for i in range(8)]
+    gained = np.array([1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)  # two of eight rows won, none lost
+    base = np.zeros(8, dtype=bool)
+    once = _paired_se([gained], [base], [split(rows)])
+    five = _paired_se([gained] * 5, [base] * 5, [split(rows)] * 5)  # the same verdicts in five repeats
+    assert once == pytest.approx(np.std([1, 1, 0, 0, 0, 0, 0, 0], ddof=1) / np.sqrt(8))
+    assert five == pytest.approx(once)  # not once / sqrt(5): the seeds are the same eight
+    assert _paired_se([gained] * 5, [base] * 5) < once  # (what treating every scored row as new would say)

@@ -440,7 +440,7 @@ class UtilityResult:
     """Benchmark-student accuracy with seeds alone and with the synthetic samples added.
 
     ``method`` is "dev" (scored on ``task.dev``) or "cv" (cross-validation over the seeds);
-    ``n_eval`` is how many labelled rows were scored (per fold summed, for "cv").
+    ``n_eval`` is how many labelled rows were scored (summed over folds and repeats, for "cv").
     """
 
     method: str
@@ -470,6 +470,9 @@ class _Split:
     #: ids of the seeds scored in this split (cross-validation): a sample whose prompt showed one of
     #: them is left out of this split's training, or it would leak the held-out seed into it
     held_out_ids: frozenset[str] = frozenset()
+    #: one id per scored row, in the order of ``test_vecs``: repeated cross-validation scores a seed
+    #: once per repeat, and the standard error counts each seed once
+    test_ids: tuple[str, ...] = ()
 
 
 @component("dev_utility")
@@ -479,28 +482,37 @@ class DevUtility(UsesEmbedder):
     The student is the benchmark's (:class:`EmbeddingLogRegStudent`: logistic regression, ``C``,
     on the embedder's vectors). With ``task.dev`` it is trained on the seeds, and on the seeds plus
     the samples, and both are scored on the dev rows. Without dev rows: stratified ``folds``-fold
-    cross-validation over the seeds (train on the other folds' seeds plus the samples whose prompts
-    showed none of the held-out seeds, score on the held-out seeds; mean over folds). The test split
-    is never read. Samples are used as given: pass the accepted ones. The dev rows' vectors are
+    cross-validation over the seeds, repeated ``repeats`` times with different fold draws (train on
+    the other folds' seeds plus the samples whose prompts showed none of the held-out seeds, score
+    on the held-out seeds; mean over all folds). The test split is never read. Samples are used as given: pass the accepted ones. The dev rows' vectors are
     computed once per task.
 
     Leaving out the samples that were written from a held-out seed matters: a sample written with
     a seed as its demonstration is often a paraphrase of it, and training on it makes the held-out
     seed easy (measured on trec: cross-validation said 0.58 -> 0.81 with all samples, the test
     split said 0.564 -> 0.558).
+
+    Repeating the cross-validation matters too: with 8 seeds a label, which seeds land in which fold
+    moves one draw's estimate by several points (docs/learning.md has the measurements), and the
+    gate's choice of a prefix with it. The mean over repeats keeps the rows the same and averages
+    that draw out; the standard error of a gain counts each seed once (its differences averaged
+    over the repeats), so repeats do not make a gain look surer than the seeds allow.
     """
 
     name = "dev_utility"
 
-    def __init__(self, embedder: Any = None, C: float = 1.0, folds: int = 4, seed: int = 0) -> None:
+    def __init__(self, embedder: Any = None, C: float = 1.0, folds: int = 4, seed: int = 0, repeats: int = 5) -> None:
         if not C > 0:
             raise ConfigError(f"C must be positive, got {C!r}")
         if not isinstance(folds, int) or folds < 2:
             raise ConfigError(f"folds must be a whole number >= 2, got {folds!r}")
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ConfigError(f"repeats must be a whole number >= 1, got {repeats!r}")
         self.embedder = embedder
         self.C = C
         self.folds = folds
         self.seed = seed
+        self.repeats = repeats
         self._dev: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}  # task name -> (dev texts, their vectors)
 
     def evaluate(self, task: Task, samples: Sequence[Sample]) -> UtilityResult:
@@ -529,9 +541,9 @@ class DevUtility(UsesEmbedder):
         scores = {k: _fold_mean(c) for k, c in correct.items()}
         base, seed_only = correct[0], scores[0]
         best = min(scores, key=lambda k: (-scores[k], k))
-        where = "dev accuracy" if method == "dev" else "cross-validated seed accuracy"
+        where = "dev accuracy" if method == "dev" else f"cross-validated seed accuracy ({self.repeats} repeats)"
         gain = scores[best] - seed_only
-        se = _paired_se(correct[best], base) if best > 0 else 0.0
+        se = _paired_se(correct[best], base, splits) if best > 0 else 0.0
         bar = max(min_gain, confidence_z * se)
         if best > 0 and gain > bar:
             reason = (f"keeping {best} of {len(ranked)}: {where} {scores[best]:.3f} against {seed_only:.3f} with seeds "
@@ -554,7 +566,7 @@ class DevUtility(UsesEmbedder):
             if cached is None or cached[0] != texts:
                 cached = self._dev[task.name] = (texts, np.asarray(self.encoder().encode(list(texts))))
             labels = np.array([e.output for e in task.dev], dtype=object)
-            return "dev", [_Split(tuple(task.seeds), cached[1], labels)]
+            return "dev", [_Split(tuple(task.seeds), cached[1], labels, test_ids=tuple(f"dev:{i}" for i in range(len(labels))))]
         return "cv", self._folds(task)
 
     def _folds(self, task: Task) -> list[_Split]:
@@ -570,10 +582,15 @@ class DevUtility(UsesEmbedder):
             )
         n_splits = max(2, min(self.folds, max(counts.values())))
         vecs = np.asarray(self.encoder().encode(self._texts(seeds, task)))
+        parts = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a label with fewer seeds than folds
-            parts = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.seed).split(vecs, labels))
-        splits = [_Split(tuple(seeds[i] for i in train), vecs[test], labels[test], frozenset(seeds[i].id for i in test))
+            for r in range(self.repeats):  # repeat 0 is the single draw of repeats=1
+                kfold = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed + r)
+                parts += list(kfold.split(vecs, labels))
+        ids = [f"seed:{i}" for i in range(len(seeds))]  # by position: two seeds may share an id
+        splits = [_Split(tuple(seeds[i] for i in train), vecs[test], labels[test], frozenset(seeds[i].id for i in test),
+                         tuple(ids[i] for i in test))
                   for train, test in parts if len(set(labels[train])) >= 2]
         if not splits:
             raise DataError(f"task {task.name!r}: no cross-validation fold has seeds of two labels to train on; add dev data or seeds")
@@ -597,7 +614,18 @@ def _fold_mean(correct: list[np.ndarray]) -> float:
     return float(np.mean([c.mean() for c in correct]))
 
 
-def _paired_se(with_samples: list[np.ndarray], seeds_only: list[np.ndarray]) -> float:
-    """Standard error of the accuracy gain, from the per-row differences (the same rows scored twice)."""
-    d = np.concatenate([a.astype(float) - b.astype(float) for a, b in zip(with_samples, seeds_only)])
+def _paired_se(with_samples: list[np.ndarray], seeds_only: list[np.ndarray], splits: Sequence[_Split] = ()) -> float:
+    """Standard error of the accuracy gain, from the per-row differences (the same rows scored twice).
+
+    A row scored in several splits (repeated cross-validation) counts once, with its differences
+    averaged; without ``splits`` (or ids) every scored row is its own."""
+    diffs = [a.astype(float) - b.astype(float) for a, b in zip(with_samples, seeds_only)]
+    if splits and all(len(sp.test_ids) == len(d) for sp, d in zip(splits, diffs)):
+        per_row: dict[str, list[float]] = {}
+        for sp, d in zip(splits, diffs):
+            for rid, x in zip(sp.test_ids, d):
+                per_row.setdefault(rid, []).append(float(x))
+        d = np.array([np.mean(v) for v in per_row.values()])
+    else:
+        d = np.concatenate(diffs) if diffs else np.zeros(0)
     return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0

@@ -56,6 +56,7 @@ class SelectionSpec(_Strict):
     min_gain: float = Field(0.005, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
     fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0])
     confidence_z: float = Field(1.0, ge=0, description="the gain must also exceed this many standard errors")
+    cv_repeats: int = Field(5, ge=1, le=50, description="without a dev split: repeats of the seed cross-validation")
 
 
 class WeightsSpec(_Strict):
@@ -376,7 +377,7 @@ async def arun_stream(
             ctx = LearningContext(
                 learner=SynLearner(store if explicit else None), reward=Reward(spec.reward.model_dump(), embedder=embedder),
                 selector=MMRSelector(balance=spec.selection.balance, embedder=embedder),
-                utility=DevUtility(embedder=embedder, seed=spec.seed), embedder=embedder, rounds=spec.rounds,
+                utility=DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats), embedder=embedder, rounds=spec.rounds,
                 selection=spec.selection, reflect_with_model=spec.reflect_with_model,
             )
             backend = make_backend(adapter)
