@@ -234,3 +234,33 @@ def test_cli_resume_reruns_the_saved_command(tiny_task_spec, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["usage"]["calls"] == 0  # all from the cache
     r = runner.invoke(app, ["resume", str(tmp_path)])
     assert r.exit_code == 2 and "command.json" in r.output
+
+
+def test_freed_slots_are_refilled_before_a_finished_batch_is_checked(tiny_task_spec):
+    """New items are planned and started before the checks of the batch that freed their slots run."""
+    checks = default_checks()
+    first = checks[0]
+    planned: list[int] = []
+    seen: list[int] = []
+
+    class Counting(AttributeConditionedStrategy):
+        def plan(self, task, index, seed):
+            planned.append(index)
+            return super().plan(task, index, seed)
+
+    class Recording(type(first)):
+        def verify(self, sample, task):
+            seen.append(len(planned))  # items planned when this sample was checked
+            return super().verify(sample, task)
+
+    recording = Recording.__new__(Recording)
+    recording.__dict__.update(first.__dict__)
+    program = SynthesisProgram([Counting()], checks=[recording, *checks[1:]])
+    report = generate(tiny_task_spec, FakeBackend(reply, batch_size=1), budget=12, program=program, max_in_flight=2)
+    assert len(seen) == 12 and planned[:12] == list(range(12))  # (the 13th plan finds no budget left)
+    # two items in flight; when the first finished ones are checked, those that took their slots
+    # are already planned and started
+    assert seen[0] > 2
+    assert rows(report) == rows(generate(tiny_task_spec, FakeBackend(reply, batch_size=1), budget=12,
+                                         program=SynthesisProgram([AttributeConditionedStrategy()], checks=default_checks()),
+                                         max_in_flight=1))
