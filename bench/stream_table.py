@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 
+def _mean(cells: list[dict[str, Any]], key: str) -> float | None:
+    vals = [c[key] for c in cells if c[key] is not None]
+    return round(statistics.mean(vals), 3) if vals else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", nargs="+", required=True, help="bench/stream.py result files")
@@ -59,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             if not cells:
                 continue
 
-            def mean(key: str) -> float | None:
-                vals = [c[key] for c in cells if c[key] is not None]
-                return round(statistics.mean(vals), 3) if vals else None
-
             row = {"order": order, "position": positions[(task, order)], "task": task, "seeds": cells,
-                   **{f"mean_{k}": mean(k) for k in ("accuracy", "seed_only", "isolated", "vs_seed_only", "vs_isolated",
+                   **{f"mean_{k}": _mean(cells, k) for k in ("accuracy", "seed_only", "isolated", "vs_seed_only", "vs_isolated",
                                                        "gap_closed")}}
             table.append(row)
             print(f"{order} {row['position']} {task:10s} " + "  ".join(
