@@ -27,11 +27,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stream import read_kept  # noqa: E402
 from student_eval import load, rows_to_xy  # noqa: E402
 
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
@@ -57,14 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def ranked_candidates(folder: Path, task: Any) -> tuple[list[Any], int]:
     """The gate's ranked input: kept samples, then those it turned away; and how many it kept."""
-    kept = []
-    for line in (folder / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        provenance = SimpleNamespace(seed_example_ids=tuple(row["meta"]["provenance"].get("seed_example_ids", ())))
-        kept.append(SimpleNamespace(inputs={f: str(row[f]) for f in task.input_fields},
-                                    output=str(row[task.output_field]), provenance=provenance))
+    kept = read_kept(folder, task)
     turned_away = []
     rejected = folder / "rejected.jsonl"
     for line in (rejected.read_text(encoding="utf-8").splitlines() if rejected.is_file() else []):
@@ -86,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if not task.is_classification or task.test_source is None:
             raise SystemExit(f"error: {p}: needs a classification task with 'data.test'")
         specs[task.name] = task
+    tests = {}  # the test split, read once per task, for the final scores only
+    for name, task in specs.items():
+        test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
+        tests[name] = rows_to_xy(test_rows, task.input_fields, task.output_field, set(task.label_names))[:2]
     embedder = Embedder()
     embedder.load()
     rows_out: list[dict[str, Any]] = []
@@ -100,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipping {folder}: no spec among --tasks is named {name!r}", file=sys.stderr)
                 continue
             ranked, kept_then = ranked_candidates(folder, task)
-            test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
-            tx, ty, _ = rows_to_xy(test_rows, task.input_fields, task.output_field, set(task.label_names))
+            tx, ty = tests[name]
             seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
             seeds_y = [e.output for e in task.seeds]
             test: dict[int, float] = {}

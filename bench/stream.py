@@ -182,7 +182,7 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
         outcomes = asyncio.run(arun_stream(stream, out=out_dir, make_backend=lambda adapter: make_backend(args, adapter),
                                            cache=cache, embedder=embedder, tasks=tasks))
         for o, task in zip(outcomes, tasks):
-            kept = _read_kept(Path(o.out_dir), task)
+            kept = read_kept(Path(o.out_dir), task)
             yield o.position, task, {"samples": kept, "calls": o.calls, "wall_s": o.wall_s + o.weights_s,
                                      "weights_s": round(o.weights_s, 2), "kept_reason": o.message,
                                      "dev_utility": o.utility}
@@ -191,8 +191,9 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
             cache.close()
 
 
-def _read_kept(folder: Path, task: Any) -> list[Any]:
-    """The kept samples of a stream task, from its written data set."""
+def read_kept(folder: Path, task: Any) -> list[Any]:
+    """The kept samples of a stream task, from its written data set (inputs, output, and the seed
+    ids their prompts showed)."""
     from types import SimpleNamespace
 
     path = folder / "samples.jsonl"
@@ -202,7 +203,9 @@ def _read_kept(folder: Path, task: Any) -> list[Any]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            out.append(SimpleNamespace(inputs={f: str(row[f]) for f in task.input_fields}, output=str(row[task.output_field])))
+            seed_ids = tuple(row.get("meta", {}).get("provenance", {}).get("seed_example_ids", ()))
+            out.append(SimpleNamespace(inputs={f: str(row[f]) for f in task.input_fields}, output=str(row[task.output_field]),
+                                       provenance=SimpleNamespace(seed_example_ids=seed_ids)))
     return out
 
 

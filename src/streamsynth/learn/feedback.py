@@ -484,8 +484,8 @@ class DevUtility(UsesEmbedder):
     the samples, and both are scored on the dev rows. Without dev rows: stratified ``folds``-fold
     cross-validation over the seeds, repeated ``repeats`` times with different fold draws (train on
     the other folds' seeds plus the samples whose prompts showed none of the held-out seeds, score
-    on the held-out seeds; mean over all folds). The test split is never read. Samples are used as given: pass the accepted ones. The dev rows' vectors are
-    computed once per task.
+    on the held-out seeds; mean over all folds). The test split is never read. Samples are used as
+    given: pass the accepted ones. The dev rows' vectors are computed once per task.
 
     Leaving out the samples that were written from a held-out seed matters: a sample written with
     a seed as its demonstration is often a paraphrase of it, and training on it makes the held-out
