@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -343,6 +344,7 @@ async def arun_stream(
     from streamsynth.learn.feedback import DevUtility, Reward
     from streamsynth.learn.store import ExperienceStore
     from streamsynth.quality.select import MMRSelector
+    from streamsynth.runtime.memory import release_memory
 
     spec = stream.spec
     emit = on_event or (lambda e: None)
@@ -391,6 +393,7 @@ async def arun_stream(
                 close = getattr(backend, "aclose", None)
                 if close is not None:
                     await close()
+                release_memory()  # the generation's caches, before the next fit or task loads a model
             outcome.position = pos
             if "weights" in spec.learning:
                 t_w = time.perf_counter()

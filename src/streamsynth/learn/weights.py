@@ -48,12 +48,14 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from streamsynth.errors import ConfigError, DataError
 from streamsynth.records import Message
+from streamsynth.runtime.memory import release_memory
 
 EXTRA_HINT = "weight learning needs the 'weights' extra: pip install 'streamsynth[weights]'"
 #: attention and MLP projections of Llama-style models (SmolLM2, Llama, Qwen2, Mistral)
@@ -195,6 +197,8 @@ class WeightLearnerConfig:
     #: torch's CPU threads during fit (restored after); None keeps torch's. On a shared, loaded
     #: 2-core machine 1 thread ran an SFT step 3-4x faster than 2 spin-waiting ones (see the doc)
     threads: int | None = None
+    #: recompute activations in the backward pass: bounded memory (see the module docstring)
+    gradient_checkpointing: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -294,15 +298,20 @@ class WeightLearner:
         stats: dict[str, Any] = {"dtype": dtype, "config": cfg.to_dict()}
         with _seeded(cfg.seed), _torch_threads(cfg.threads):
             tok, model = _load(base_folder, cfg, start=start, trainable=True)
-            stats["load_s"] = round(time.perf_counter() - t0, 2)
-            stats.update(_sft(model, tok, chosen, cfg, dtype))
-            if run_grpo:
-                prompts = _distinct_prompts(examples, cfg.seed)
-                stats.update(_grpo(model, tok, prompts, reward_fn, cfg, dtype, workdir=out_dir.parent))
-            else:
-                stats.update(grpo_prompts=0, grpo_steps=0, grpo_s=0.0)
-            stats["total_s"] = round(time.perf_counter() - t0, 2)
-            return _save_atomic(model, out_dir, base_id, None if start is None else start.digest, stats)
+            try:
+                stats["load_s"] = round(time.perf_counter() - t0, 2)
+                stats.update(_sft(model, tok, chosen, cfg, dtype))
+                release_memory()
+                if run_grpo:
+                    prompts = _distinct_prompts(examples, cfg.seed)
+                    stats.update(_grpo(model, tok, prompts, reward_fn, cfg, dtype, workdir=out_dir.parent))
+                else:
+                    stats.update(grpo_prompts=0, grpo_steps=0, grpo_s=0.0)
+                stats["total_s"] = round(time.perf_counter() - t0, 2)
+                return _save_atomic(model, out_dir, base_id, None if start is None else start.digest, stats)
+            finally:
+                del tok, model
+                release_memory()
 
     def loss(
         self,
@@ -487,6 +496,13 @@ def _sft(model: Any, tok: Any, chosen: list[TrainingExample], cfg: WeightLearner
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.sft_lr, weight_decay=0.0)
     order_rng = random.Random(cfg.seed)
+    if cfg.gradient_checkpointing:
+        # non-reentrant checkpointing needs no input that requires grad (LoRA leaves the embedding frozen)
+        hf_model = model.base_model.model  # transformers 5.23 renamed the method
+        if hasattr(hf_model, "activation_checkpointing_enable"):
+            hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     steps, epoch_losses = 0, []
     for _ in range(cfg.sft_epochs):
@@ -537,10 +553,10 @@ def _grpo(model: Any, tok: Any, prompts: list[tuple[Message, ...]], reward_fn: R
     from trl import GRPOConfig, GRPOTrainer
 
     t0 = time.perf_counter()
-    # 135M parameters fit: recomputing activations only costs time (TRL turns it on by default);
     # transformers 5.23 renamed the setting
     names = {f.name for f in dataclasses.fields(GRPOConfig)}
-    no_checkpointing = {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+    checkpointing = {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing":
+                     cfg.gradient_checkpointing}
     per_step = min(cfg.grpo_prompts, len(prompts))
     data = Dataset.from_list([{"prompt": [m.to_dict() for m in p]} for p in prompts[: per_step * cfg.grpo_steps]])
     workdir.mkdir(parents=True, exist_ok=True)
@@ -552,7 +568,7 @@ def _grpo(model: Any, tok: Any, prompts: list[tuple[Message, ...]], reward_fn: R
             gradient_accumulation_steps=per_step, steps_per_generation=per_step,
             num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
             temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.clip_epsilon, seed=cfg.seed,
-            use_cpu=cfg.device == "cpu", bf16=dtype == "bfloat16", **no_checkpointing,
+            use_cpu=cfg.device == "cpu", bf16=dtype == "bfloat16", **checkpointing,
             disable_dropout=True, save_strategy="no", report_to="none", logging_steps=1,
             disable_tqdm=True, dataloader_num_workers=0,
         )
