@@ -1,5 +1,6 @@
 """release_memory gives fragmented free heap back to the OS (glibc) and never fails elsewhere."""
 
+import os
 import sys
 
 import pytest
@@ -9,7 +10,7 @@ from streamsynth.runtime.memory import release_memory
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
