@@ -332,6 +332,24 @@ def stream(
 
 @app.command()
 @_friendly
+def prepare(
+    model: Optional[str] = typer.Option(None, help="Local model: a .gguf file or a Hugging Face model folder [default: the embedded SmolLM2-135M-Instruct]."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where converted models live [default: $STREAMSYNTH_CACHE_DIR or ~/.cache/streamsynth]."),
+) -> None:
+    """Convert a local model once (a GGUF file is dequantized, ~20 s) so that every later run loads it at once."""
+    import time
+
+    from streamsynth.backends.local_hf import LocalHFBackend, default_cache_dir
+
+    backend = LocalHFBackend(model, cache_dir=cache_dir or default_cache_dir())
+    t0 = time.perf_counter()
+    backend.load()
+    Console(soft_wrap=True).print(f"[green]ready[/] {backend.model_id} in {backend.model_dir()} ({time.perf_counter() - t0:.1f} s)",
+                                  highlight=False)
+
+
+@app.command()
+@_friendly
 def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")) -> None:
     """Check a task spec and its data without calling any model, and show what the task will look like."""
     from streamsynth.task import load_task
@@ -400,7 +418,11 @@ def init(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # a Ctrl-C before a command's own handler is in place (e.g. while it imports)
+        err.print("[yellow]interrupted[/]", highlight=False)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
