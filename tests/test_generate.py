@@ -279,3 +279,22 @@ def test_model_proposes_attributes_once_when_the_spec_has_none(tiny_task_spec, t
     assert {"style", "length"} <= set(attrs)
     topics = {s.provenance.conditioning["attributes"]["topic"] for s in report.result.accepted}
     assert topics <= set(attrs["topic"]) and len(topics) > 1
+
+
+def test_cli_prepare_with_a_bad_model_path_is_one_clear_line(tmp_path):
+    r = runner.invoke(app, ["prepare", "--model", str(tmp_path / "nope.gguf"), "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "nope.gguf" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.slow
+def test_cli_prepare_converts_the_embedded_model_once(model_cache_dir):
+    from streamsynth.backends.local_hf import LocalHFBackend
+
+    r = runner.invoke(app, ["prepare", "--cache-dir", str(model_cache_dir)])
+    assert r.exit_code == 0, r.output
+    folder = LocalHFBackend(cache_dir=model_cache_dir).converted_dir()
+    assert (folder / "config.json").is_file() and str(folder) in r.output.replace("\n", "")
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    r = runner.invoke(app, ["prepare", "--cache-dir", str(model_cache_dir)])
+    assert r.exit_code == 0 and (folder / "config.json").stat().st_mtime_ns == stamp  # not converted again

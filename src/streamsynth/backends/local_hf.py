@@ -203,6 +203,10 @@ class LocalHFBackend(BaseBackend):
     def converted_dir(self) -> Path:
         return self.cache_dir / "models" / f"{self._resolved.name}-{self._resolved.digest[:16]}-v{_CONVERT_VERSION}"
 
+    def model_dir(self) -> Path:
+        """The folder the weights load from: the converted folder for a GGUF file, else the model's own."""
+        return self.converted_dir() if self._resolved.is_gguf else Path(self._resolved.source)
+
     def load(self) -> None:
         """Load the model and tokenizer (once). GGUF weights are converted once and cached."""
         with self._lock:
