@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shlex
 import sys
 import time
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-rows", type=int, default=1000, help="score on the first N rows of the test split (default 1000)")
     p.add_argument("--real", type=int, default=None, metavar="N",
                    help="also train a reference student on the first N rows of the spec's train file")
+    p.add_argument("--oracle", type=int, nargs="+", default=[], metavar="N",
+                   help="also train on the seeds plus N real train rows that are not seeds (a seeded draw): "
+                        "the most N perfect synthetic samples could give; repeatable sizes")
     p.add_argument("--seed", type=int, default=None,
                    help="override the spec's seeds.seed (which seed examples are chosen)")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularization strength of the logistic regression")
@@ -102,6 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")[: args.real]
         real_texts, real_labels, _ = rows_to_xy(rows, fields, task.output_field, labels)
 
+    oracle_pool: list[tuple[str, str]] = []
+    if args.oracle:
+        if spec.data.train is None:
+            raise SystemExit(f"error: {spec_path}: --oracle needs 'data.train' in the spec")
+        rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")
+        t, y, _ = rows_to_xy(rows, fields, task.output_field, labels)
+        seen = set(seed_texts)
+        oracle_pool = [(a, b) for a, b in zip(t, y) if a not in seen]
+        # one seeded order; size N takes its first N rows, so the sizes nest
+        random.Random(f"oracle:{spec.seeds.seed}").shuffle(oracle_pool)
+        too_big = [n for n in args.oracle if n > len(oracle_pool)]
+        if too_big:
+            raise SystemExit(f"error: --oracle {too_big[0]}: the train split has only {len(oracle_pool)} rows besides the seeds")
+
     test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
     test_texts, test_labels, test_skipped = rows_to_xy(test_rows, fields, task.output_field, labels)
     if test_skipped:
@@ -122,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     seed_only = run(seed_texts, seed_labels, "seed_only")
     with_synthetic = run(seed_texts + syn_texts, seed_labels + syn_labels, "with_synthetic") if syn_texts else None
     real_reference = run(real_texts, real_labels, "real_reference") if args.real else None
+    oracle = {}
+    for n in args.oracle:
+        extra = oracle_pool[:n]
+        oracle[str(n)] = run(seed_texts + [a for a, _ in extra], seed_labels + [b for _, b in extra], f"oracle_{n}")
 
     gap_closed = None
     if real_reference and with_synthetic:
@@ -129,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("accuracy", "macro_f1"):
             gap = real_reference[metric] - seed_only[metric]
             gap_closed[metric] = round((with_synthetic[metric] - seed_only[metric]) / gap, 4) if gap > 0 else None
+    if real_reference:
+        gap = real_reference["accuracy"] - seed_only["accuracy"]
+        for r in oracle.values():
+            r["gap_closed_accuracy"] = round((r["accuracy"] - seed_only["accuracy"]) / gap, 4) if gap > 0 else None
 
     wall = time.perf_counter() - t_start
     timings["embed_s"] = round(embedder.encode_seconds, 3)
@@ -153,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_only": seed_only,
         "with_synthetic": with_synthetic,
         "real_reference": real_reference,
+        "oracle": oracle,
         "gap_closed": gap_closed,
         "timings": timings,
         "wall_s": round(wall, 3),
@@ -170,6 +197,8 @@ def print_table(result: dict[str, Any]) -> None:
     rows = [("seed-only", result["seed_only"])]
     if result["with_synthetic"]:
         rows.append(("seeds + synthetic", result["with_synthetic"]))
+    for n, r in (result.get("oracle") or {}).items():
+        rows.append((f"seeds + {n} real (oracle)", r))
     if result["real_reference"]:
         rows.append(("real reference", result["real_reference"]))
     title = f"student on {result['task']} (first {result['test_rows']} test rows)"

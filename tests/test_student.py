@@ -112,7 +112,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def test_student_eval_program_writes_both_scores(tmp_path: Path):
+def _tiny_food(tmp_path: Path) -> Path:
+    """A 12-row food-review task (2 seeds a label) with a 4-row test split; returns the spec path."""
     rows = [{"text": t, "label": "pos"} for t in POSITIVE] + [{"text": t, "label": "neg"} for t in NEGATIVE]
     _write_jsonl(tmp_path / "train.jsonl", rows)
     _write_jsonl(tmp_path / "test.jsonl", [
@@ -131,6 +132,16 @@ def test_student_eval_program_writes_both_scores(tmp_path: Path):
         "seeds: {per_label: 2}\n",
         encoding="utf-8",
     )
+    return tmp_path / "task.yaml"
+
+
+def _student_eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "student_eval.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_student_eval_program_writes_both_scores(tmp_path: Path):
+    spec = _tiny_food(tmp_path)
     _write_jsonl(tmp_path / "samples.jsonl", [
         {"id": "s1", "text": "The tacos were fresh and wonderful.", "label": "pos"},
         {"id": "s2", "text": "The burger was dry and horrible.", "label": "neg"},
@@ -138,11 +149,8 @@ def test_student_eval_program_writes_both_scores(tmp_path: Path):
         {"id": "s4", "text": "A label outside the spec.", "label": "neutral"},
     ])
     out = tmp_path / "results" / "tiny.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "student_eval.py"), "--spec", str(tmp_path / "task.yaml"),
-         "--samples", str(tmp_path / "samples.jsonl"), "--real", "12", "--test-rows", "4", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
+    proc = _student_eval("--spec", str(spec), "--samples", str(tmp_path / "samples.jsonl"), "--real", "12",
+                         "--oracle", "4", "8", "--test-rows", "4", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["task"] == "tiny-food"
@@ -154,3 +162,14 @@ def test_student_eval_program_writes_both_scores(tmp_path: Path):
     assert result["with_synthetic"]["n_train"] == 6 and result["real_reference"]["n_train"] == 12
     assert "gap_closed" in result and result["machine"]["cpu_count"] >= 1
     assert result["wall_s"] > 0 and "student_eval.py" in result["command"]
+    # the oracle: seeds plus N real rows that are not seeds (8 of the 12 are not)
+    assert result["oracle"]["4"]["n_train"] == 8 and result["oracle"]["8"]["n_train"] == 12
+    assert "gap_closed_accuracy" in result["oracle"]["8"]
+
+
+def test_student_eval_oracle_larger_than_the_train_split_is_a_clear_error(tmp_path: Path):
+    proc = _student_eval("--spec", str(_tiny_food(tmp_path)), "--oracle", "9", "--test-rows", "4",
+                         "--out", str(tmp_path / "r.json"))
+    assert proc.returncode != 0
+    assert "--oracle 9" in proc.stderr and "only 8 rows besides the seeds" in proc.stderr
+    assert "Traceback" not in proc.stderr
