@@ -63,6 +63,9 @@ class ContinuousBatcher:
         self.model = model
         self.tok = tokenizer
         self.model_id = model_id
+        # transformers 5.x renamed the forward's cache argument (past_key_values -> cache; the old
+        # name warns from 5.25 and goes in 5.40): pass whichever this version takes
+        self._cache_kw = _cache_keyword(model)
         self.max_batch = max_batch
         # join in groups: one prefill pass for several newcomers is cheaper than one per step
         self.min_join = min_join if min_join is not None else max(1, max_batch // 4)
@@ -222,7 +225,7 @@ class ContinuousBatcher:
                              position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1)
             for i, p in enumerate(missing):
                 kv = [(layer.keys[i : i + 1, :, L - len(p):].clone(), layer.values[i : i + 1, :, L - len(p):].clone())
-                      for layer in out.past_key_values.layers]
+                      for layer in _out_cache(out).layers]
                 found[p] = self._prefixes[p] = kv
             while len(self._prefixes) > self._prefix_cache_size:
                 self._prefixes.popitem(last=False)
@@ -289,9 +292,9 @@ class ContinuousBatcher:
                 data.append((K, V))
             past = DynamicCache(ddp_cache_data=data)
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), past_key_values=past if past is not None else DynamicCache(),
-                         use_cache=True, logits_to_keep=1)
-        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                         position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: past if past is not None else DynamicCache()})
+        layers = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
         self._keep_blocks(rows, layers, P + S)
         return layers, mask, out.logits[:, -1, :]
 
@@ -321,7 +324,7 @@ class ContinuousBatcher:
         col = torch.tensor([[0 if r.dead else 1] for r in batch.rows], dtype=batch.mask.dtype)
         batch.mask = torch.cat([batch.mask, col], dim=1)
         out = self.model(input_ids=ids, attention_mask=batch.mask.to(self.device), position_ids=pos,
-                         past_key_values=batch.cache, use_cache=True)
+                         use_cache=True, **{self._cache_kw: batch.cache})
         rows = [batch.rows[i] for i in live]
         for r in rows:
             r.next_pos += 1
@@ -520,3 +523,20 @@ class _Batch:
         cache = DynamicCache()
         cache.layers = layers
         return _Batch([r for rows, _, _ in parts for r in rows], cache, mask)
+
+
+def _cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward takes its key/value cache."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out: Any) -> Any:
+    """The key/value cache a forward returned (``cache`` in newer transformers, else ``past_key_values``)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
