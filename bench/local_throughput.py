@@ -6,7 +6,16 @@ lengths (the default program's items for ``--spec``), in the same run:
 - ``static``: padded batches that run until their longest reply ends (the engine before issue 6);
 - ``continuous``: continuous batching with the shared-prefix cache, float32 (the default);
 - ``continuous_bf16``: the same in bfloat16 (``--dtype bfloat16``);
-- ``plain_generate_batch1``: a plain ``model.generate`` loop at batch 1 (on fewer requests: slow).
+- ``plain_generate_batch1``: a plain ``model.generate`` loop at batch 1 (on fewer requests: slow);
+- ``transformers_cb``: transformers' own continuous batching (``model.generate_batch``, paged
+  key/value cache), float32, on the same weights, prompts and sampling settings;
+- ``ctranslate2_int8`` / ``ctranslate2_float32``: CTranslate2's ``Generator.generate_batch`` on
+  the same weights converted once (cached beside the converted model), batches of
+  ``--batch-size`` requests, top-k 100 and the requests' top-p and temperature. Needs ``pip
+  install ctranslate2``; without it the arm is reported as not installed.
+
+Every arm gets the same requests (the task's real prompts, its ``max_new_tokens``) and counts
+the tokens it generated up to the end of each reply.
 
     python bench/local_throughput.py --spec examples/sst2.yaml --requests 128 --batch-size 64
 """
@@ -73,6 +82,54 @@ def plain_loop(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[
     return generated, time.perf_counter() - t0
 
 
+def _prompt_ids(tok, r: CompletionRequest) -> list[int]:
+    text = tok.apply_chat_template([m.to_dict() for m in r.messages], tokenize=False, add_generation_prompt=True)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _until_eos(ids: list[int], eos: int) -> int:
+    return ids.index(eos) if eos in ids else len(ids)
+
+
+def transformers_cb(backend: LocalHFBackend, reqs: list[CompletionRequest], batch_size: int) -> tuple[int, float]:
+    """transformers' continuous batching (``generate_batch``) on the backend's loaded model."""
+    from transformers import GenerationConfig
+
+    tok, model = backend._tokenizer, backend._model
+    p = reqs[0].params
+    inputs = [_prompt_ids(tok, r) for r in reqs]
+    cfg = GenerationConfig(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=100,
+                           max_new_tokens=p.max_new_tokens, eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id, max_batch_tokens=batch_size * 256)
+    t0 = time.perf_counter()
+    outs = model.generate_batch(inputs=inputs, generation_config=cfg, progress_bar=False)
+    dt = time.perf_counter() - t0
+    return sum(_until_eos(list(o.generated_tokens), tok.eos_token_id) for o in outs.values()), dt
+
+
+def ctranslate2_arm(backend: LocalHFBackend, reqs: list[CompletionRequest], batch_size: int,
+                    compute_type: str) -> tuple[int, float]:
+    """CTranslate2 on the same weights (converted once, cached next to the converted model)."""
+    import ctranslate2
+
+    folder = backend.model_dir()
+    ct2_dir = folder.with_name(folder.name + f"-ct2-{compute_type}")
+    if not (ct2_dir / "model.bin").is_file():
+        ctranslate2.converters.TransformersConverter(str(folder)).convert(str(ct2_dir), quantization=compute_type,
+                                                                            force=True)
+    tok = backend._tokenizer
+    gen = ctranslate2.Generator(str(ct2_dir), device="cpu", compute_type=compute_type,
+                                intra_threads=os.cpu_count() or 1)
+    p = reqs[0].params
+    tokens = [tok.convert_ids_to_tokens(_prompt_ids(tok, r)) for r in reqs]
+    t0 = time.perf_counter()
+    results = gen.generate_batch(tokens, max_batch_size=batch_size, sampling_topk=100, sampling_topp=p.top_p,
+                                 sampling_temperature=p.temperature, max_length=p.max_new_tokens,
+                                 include_prompt_in_result=False, end_token=tok.eos_token)
+    dt = time.perf_counter() - t0
+    return sum(_until_eos(list(r.sequences_ids[0]), tok.eos_token_id) for r in results), dt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default="examples/sst2.yaml", help="task spec whose prompts are used")
@@ -80,7 +137,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=16, help="requests for the batch-1 loop (it is slow)")
-    ap.add_argument("--arms", default="static,continuous,continuous_bf16,plain_generate_batch1")
+    ap.add_argument("--arms", default="static,continuous,continuous_bf16,plain_generate_batch1",
+                    help="comma-separated; also transformers_cb, ctranslate2_int8, ctranslate2_float32")
     ap.add_argument("--out", default="bench/results/local_throughput.json")
     args = ap.parse_args()
 
@@ -98,6 +156,23 @@ def main() -> None:
             backend.load()
             tokens, secs = plain_loop(backend, reqs[: args.baseline_requests])
             n = args.baseline_requests
+        elif arm == "transformers_cb" or arm.startswith("ctranslate2_"):
+            backend = LocalHFBackend(args.model, continuous=False)
+            backend.load()
+            try:
+                if arm == "transformers_cb":
+                    tokens, secs = transformers_cb(backend, reqs, args.batch_size)
+                else:
+                    tokens, secs = ctranslate2_arm(backend, reqs, args.batch_size, arm.removeprefix("ctranslate2_"))
+            except ImportError as exc:
+                result["arms"][arm] = {"error": f"not installed: {exc}"}
+                print(f"{arm:<24} not installed ({exc})", flush=True)
+                continue
+            except Exception as exc:  # a peer engine that fails here is reported, and the run goes on
+                result["arms"][arm] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                print(f"{arm:<24} failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+                continue
+            n = len(reqs)
         else:
             backend = LocalHFBackend(args.model, batch_size=args.batch_size, continuous=arm != "static",
                                      dtype="bfloat16" if arm.endswith("bf16") else "float32")
@@ -114,7 +189,8 @@ def main() -> None:
     base = result["arms"].get("plain_generate_batch1")
     if base:
         result["speedup_vs_batch1"] = {a: round(r["tokens_per_s"] / base["tokens_per_s"], 2)
-                                       for a, r in result["arms"].items() if a != "plain_generate_batch1"}
+                                       for a, r in result["arms"].items()
+                                       if a != "plain_generate_batch1" and "tokens_per_s" in r}
         print("speed-up over batch 1:", result["speedup_vs_batch1"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
