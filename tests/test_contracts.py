@@ -107,6 +107,16 @@ def test_label_check_keeps_the_check_contract(tiny_task_spec):
     check_check(SeedLabelConsistencyCheck(), load_task(tiny_task_spec), _samples())
 
 
+def test_the_ptrue_check_keeps_the_check_contract(tiny_task_spec):
+    from streamsynth.quality import PTrueCheck
+    from streamsynth.task import load_task
+
+    def judge(request):  # says yes to half of the samples, so both verdicts occur
+        return "Yes" if request.sample_index % 2 else "No"
+
+    check_check(PTrueCheck(), load_task(tiny_task_spec), _samples(), backend=FakeBackend(judge))
+
+
 @pytest.mark.parametrize("selector", ["keep_all", "mmr", "facility_location"])
 def test_every_selector_keeps_the_selector_contract(selector, tiny_task_spec, hash_embedder):
     from streamsynth.quality import FacilityLocationSelector, MMRSelector

@@ -15,6 +15,7 @@ from streamsynth.errors import ConfigError
 from streamsynth.methods import AttributeConditionedStrategy, Method
 from streamsynth.quality import Check, KeepAll, Selector, default_checks
 from streamsynth.quality.label_check import SeedLabelConsistencyCheck
+from streamsynth.quality.ptrue import PTrueCheck
 from streamsynth.state import load_state
 from streamsynth.task import Task
 
@@ -87,6 +88,8 @@ def default_program(task: Task) -> SynthesisProgram:
         label_check = task.generation.label_check
         if label_check or (label_check is None and task.kind == "classification"):
             checks.append(SeedLabelConsistencyCheck())
+        if task.generation.p_true:
+            checks.append(PTrueCheck())
         return SynthesisProgram(methods=[AttributeConditionedStrategy()], checks=checks)
     raise ConfigError(
         f"task '{task.name}' is of kind '{task.kind}'; this version generates classification and "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from streamsynth.quality.clean import normalize_for_dedup
 from streamsynth.records import Sample, Verdict
@@ -24,13 +24,25 @@ class Check(Protocol):
     def verify(self, sample: Sample, task: Task) -> Verdict: ...
 
 
-async def verify_batch(check: Check, samples: Sequence[Sample], task: Task) -> list[Verdict]:
+def calls_per_sample(check: Check) -> int:
+    """Model calls ``check`` makes for one sample (0 for checks that do not call the model)."""
+    return int(getattr(check, "calls_per_sample", 0) or 0)
+
+
+async def verify_batch(check: Check, samples: Sequence[Sample], task: Task, lms: Sequence[Any] | None = None) -> list[Verdict]:
     """Verdicts for a batch: the check's own ``verify_batch`` (sync or async) when it has one,
-    which may batch model calls or embeddings; else ``verify`` on each sample in turn."""
+    which may batch model calls or embeddings; else ``verify`` on each sample in turn. A check
+    that calls the model (``calls_per_sample`` > 0) gets ``lms``: one model handle per sample,
+    bound to the sample's item (the run loop makes them and reserves their budget)."""
     batch = getattr(check, "verify_batch", None)
     if batch is None:
         return [check.verify(s, task) for s in samples]
-    out = batch(samples, task)
+    if calls_per_sample(check):
+        if lms is None or len(lms) != len(samples):
+            raise ValueError(f"check {check.name!r} calls the model: give one model handle per sample (lms)")
+        out = batch(samples, task, lms)
+    else:
+        out = batch(samples, task)
     if inspect.isawaitable(out):
         out = await out
     return list(out)

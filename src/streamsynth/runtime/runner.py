@@ -25,7 +25,7 @@ from typing import Any, Callable
 from streamsynth.errors import BackendError
 from streamsynth.methods.base import Item
 from streamsynth.program import SynthesisProgram
-from streamsynth.quality.checks import verify_batch
+from streamsynth.quality.checks import calls_per_sample, verify_batch
 from streamsynth.records import Sample
 from streamsynth.runtime.engine import Engine
 from streamsynth.runtime.gcpolicy import throughput_gc
@@ -78,14 +78,23 @@ class RunResult:
 
 
 class _Checker:
-    """Runs the checks over finished items in index order (contiguous prefix first)."""
+    """Runs the checks over finished items in index order (contiguous prefix first).
 
-    def __init__(self, program: SynthesisProgram, task: Task) -> None:
-        self.program, self.task = program, task
+    Checks that call the model get one ``ItemLM`` per sample, keyed by the sample's item (step =
+    the check's name), so their answers do not depend on concurrency. Their budget: the run loop
+    reserves ``check_calls`` queries with every item (``held``); the checks spend them, reserve
+    more for an item that wrote several samples, and hand back what is left.
+    """
+
+    def __init__(self, program: SynthesisProgram, task: Task, engine: Engine) -> None:
+        self.program, self.task, self.engine = program, task, engine
         self.next = 0  # the first index not yet checked
         self.kept: list[Sample] = []
         self.rejected: list[Sample] = []
         self.cut: int | None = None  # with a target: the last index kept
+        self.check_calls = sum(calls_per_sample(c) for c in program.checks)
+        self.held: dict[int, int] = {}  # item index -> queries reserved for its model checks
+        self._pool = 0  # reserved queries the chunk being checked may spend
 
     async def advance(self, done: dict[int, list[Sample]], *, upto: int | None = None, target: int | None = None) -> None:
         """Check the items ``next..`` that are finished (all of them in order when ``upto`` is set)."""
@@ -103,7 +112,11 @@ class _Checker:
         for start in range(0, len(indices), 64):
             chunk = indices[start : start + 64]
             samples = [s for i in chunk for s in done[i]]
-            samples = await self._check(samples)
+            self._pool += sum(self.held.pop(i, 0) for i in chunk)
+            try:
+                samples = await self._check(samples)
+            finally:
+                self.release_pool()
             if target is not None and self.cut is None:
                 for i in chunk:
                     mine = [s for s in samples if s.provenance.sample_index == i]
@@ -118,15 +131,55 @@ class _Checker:
         for s in samples:
             (self.kept if s.accepted else self.rejected).append(s)
 
+    def release_pool(self) -> None:
+        self.engine.meter.release(self._pool)
+        self._pool = 0
+
+    def release_held(self, index: int | None = None) -> None:
+        """Hand back what was reserved for the model checks of ``index`` (of every item when None)."""
+        if index is None:
+            self.engine.meter.release(sum(self.held.values()))
+            self.held.clear()
+        else:
+            self.engine.meter.release(self.held.pop(index, 0))
+
     async def _check(self, samples: list[Sample]) -> list[Sample]:
         for check in self.program.checks:
             todo = [i for i, s in enumerate(samples) if s.accepted]
             if not todo:
                 break
+            cps = calls_per_sample(check)
+            if cps:
+                await self._model_check(check, cps, samples, todo)
+                continue
             verdicts = await verify_batch(check, [samples[i] for i in todo], self.task)
             for i, v in zip(todo, verdicts):
                 samples[i] = samples[i].with_verdict(v)
         return samples
+
+    async def _model_check(self, check: Any, cps: int, samples: list[Sample], todo: list[int]) -> None:
+        """Run a check that calls the model; its calls become steps of each sample's provenance."""
+        meter = self.engine.meter
+        granted: list[int] = []
+        for i in todo:
+            take = min(self._pool, cps)
+            extra = meter.reserve(cps - take) if take < cps else 0
+            if take + extra < cps:  # no budget left to judge this sample: say so, drop nothing silently
+                meter.release(extra)
+                samples[i] = samples[i].reject("budget", f"no query budget left for the {check.name} check")
+                continue
+            self._pool -= take
+            granted.append(i)
+        lms = [ItemLM(self.engine, index=samples[i].provenance.sample_index, seed=samples[i].provenance.seed,
+                      max_calls=cps) for i in granted]
+        verdicts = await verify_batch(check, [samples[i] for i in granted], self.task, lms)
+        for i, lm, v in zip(granted, lms, verdicts):
+            self._pool += cps - len(lm.steps)  # unused calls go back with the chunk's pool
+            s = samples[i]
+            if lm.steps:
+                prov = dataclasses.replace(s.provenance, steps=s.provenance.steps + tuple(lm.steps))
+                s = dataclasses.replace(s, provenance=prov, cost=s.cost + lm.cost)
+            samples[i] = s.with_verdict(v)
 
 
 async def _prepare(program: SynthesisProgram, task: Task, engine: Engine, seed: int) -> None:
@@ -182,7 +235,7 @@ async def _synthesize(
         done = dict(journal.items)
         resumed = len(done)
         meter.restore(journal.cost, journal.calls)
-    checker = _Checker(program, task)
+    checker = _Checker(program, task, engine)
     in_flight: dict[asyncio.Task, Item] = {}
     stopped: str | None = None
     failure: BackendError | None = None
@@ -241,11 +294,19 @@ async def _synthesize(
                     continue
                 method = program.methods[index % len(program.methods)]
                 item = method.plan(task, index, seed)
-                granted = meter.reserve(item.max_calls)
-                if granted < item.max_calls:  # never start an item that could be cut in half
+                # the item's most calls, plus its samples' model checks: never start an item that could be cut in half
+                need = item.max_calls + checker.check_calls
+                granted = meter.reserve(need)
+                if granted < need:
                     meter.release(granted)
-                    stopped = "budget"
+                    if not checker.check_calls:
+                        stopped = "budget"
+                    # else: calls reserved for model checks come back when their samples were rejected
+                    # before reaching them, so try again after the next checks (the loop ends when
+                    # nothing is in flight); the items that run are still the same whatever the timing
                     break
+                if checker.check_calls:
+                    checker.held[item.index] = checker.check_calls
                 fut = asyncio.ensure_future(run_item(item, method))
                 fut.add_done_callback(on_done)
                 in_flight[fut] = item
@@ -264,6 +325,7 @@ async def _synthesize(
                 if fut.exception() is not None:
                     errors.append(fut.exception())
                     meter.release(item.max_calls)
+                    checker.release_held(item.index)
                     continue
                 _, samples, lm = fut.result()
                 meter.release(item.max_calls - len(lm.steps))
@@ -298,9 +360,11 @@ async def _synthesize(
                     meter.release(item.max_calls - len(fut.result()[2].steps))
                 else:
                     meter.release(item.max_calls)  # its calls were not answered... or are lost with it
+                checker.release_held(item.index)  # its samples are not kept, so they are not checked
         in_flight.clear()
     # whatever finished beyond a gap (after an interruption) is checked too, in index order
     await checker.advance(done, upto=max(done, default=-1), target=target)
+    checker.release_held()  # items past a target's cut are never checked
     if stopped == "budget" or stopped is None:
         stopped = meter.exhausted_reason() or ("target" if checker.cut is not None else "budget")
     selected = program.selector.select(checker.kept, task, seed=seed)

@@ -161,6 +161,9 @@ class GenerationSpec(_Strict):
     label_check: bool | None = Field(
         None, description="reject samples nearer another label's seeds; default: on for classification, off otherwise"
     )
+    p_true: bool = Field(
+        False, description="ask the synthesizer whether each sample carries its label (P(True)); one more call a sample"
+    )
     input_noun: str = Field("text", description="what one input is called in prompts, e.g. 'movie review sentence'")
 
     @model_validator(mode="after")

@@ -88,11 +88,43 @@ def check_method(method: Any, task: Any, *, backend: Any = None) -> None:
     assert method.config_state() == config, "running a method must not change its configuration"
 
 
-def check_check(check: Any, task: Any, samples: Sequence[Sample]) -> None:
-    """A check: a named verdict per sample, the batch form agrees with the single form, state round trip."""
-    from streamsynth.quality.checks import verify_batch
+def _model_verdicts(check: Any, task: Any, samples: Sequence[Sample], backend: Any) -> list[Any]:
+    """A model-calling check's verdicts, each sample with its own handle, as the run loop gives them."""
+    from streamsynth.quality.checks import calls_per_sample, verify_batch
+    from streamsynth.runtime import BudgetMeter, Engine
+    from streamsynth.runtime.lm import ItemLM
+
+    async def main() -> list[Any]:
+        engine = Engine(backend, BudgetMeter(None))
+        cps = calls_per_sample(check)
+        lms = [ItemLM(engine, index=s.provenance.sample_index, seed=s.provenance.seed, max_calls=cps) for s in samples]
+        verdicts = await verify_batch(check, list(samples), task, lms)
+        assert all(len(lm.steps) <= cps for lm in lms), f"{check.name} made more calls than calls_per_sample ({cps})"
+        return verdicts
+
+    return asyncio.run(main())
+
+
+def check_check(check: Any, task: Any, samples: Sequence[Sample], *, backend: Any = None) -> None:
+    """A check: a named verdict per sample, the batch form agrees with the single form, state round trip.
+    A check that calls the model (``calls_per_sample`` > 0) is run twice through model handles on
+    ``backend`` (the fake backend by default) instead: the same verdicts both times, its inputs unchanged."""
+    from streamsynth.quality.checks import calls_per_sample, verify_batch
 
     assert getattr(check, "name", ""), f"{type(check).__name__} has no name"
+    if calls_per_sample(check):
+        from streamsynth.backends.fake import FakeBackend
+
+        before = list(samples)
+        runs = [_model_verdicts(check, task, samples, backend or FakeBackend()) for _ in range(2)]
+        assert list(samples) == before, "a check must not change the samples it is given"
+        assert len(runs[0]) == len(samples), "verify_batch must give one verdict per sample"
+        assert runs[0] == runs[1], "the same samples must get the same verdicts (calls keyed by item, step and k)"
+        for v in runs[0]:
+            assert v.check, "a verdict must name its check"
+            assert v.passed or v.reason, f"a failed verdict of {check.name} must say why"
+        _state_round_trip(check)
+        return
     start = getattr(check, "start", None)
     if start is not None:
         start(task)

@@ -1,0 +1,123 @@
+"""The P(True) check: a check that calls the model, run by the engine with its budget reserved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from streamsynth.api import generate
+from streamsynth.backends import FakeBackend
+from streamsynth.errors import ConfigError
+from streamsynth.methods import AttributeConditionedStrategy
+from streamsynth.program import SynthesisProgram
+from streamsynth.quality import PTrueCheck, default_checks
+from streamsynth.quality.ptrue import p_yes_from_logprobs
+from streamsynth.records import TokenLogprob
+from streamsynth.runtime import ResponseCache
+from streamsynth.state import load_state
+
+
+def reply(request):
+    """Writes reviews (every 3rd one off-label); as a judge, says yes only when word and label agree."""
+    prompt = request.messages[-1].content
+    if "Answer Yes or No" in prompt:
+        says_good = "wonderful" in prompt
+        asked_positive = 'label "positive"' in prompt
+        return "Yes." if says_good == asked_positive else "No, it is not."
+    i = request.sample_index
+    positive = "labeled positive" in prompt
+    word = "wonderful" if positive != (i % 3 == 2) else "tedious"
+    return f"Review {i}: the {word} film number {i} left me thinking."
+
+
+def program(**kw):
+    return SynthesisProgram([AttributeConditionedStrategy()], checks=[*default_checks(), PTrueCheck(**kw)])
+
+
+def test_ptrue_rejects_off_label_samples_and_records_its_calls_as_steps(tiny_task_spec, tmp_path):
+    fake = FakeBackend(reply, batch_size=8)
+    report = generate(tiny_task_spec, fake, budget=30, out=tmp_path / "o", program=program())
+    res = report.result
+    assert fake.calls == 30 and res.items == 15  # each item: 1 write + 1 judgement, reserved together
+    judged = [s for s in res.accepted + res.rejected if any(st.name == "p_true" for st in s.provenance.steps)]
+    assert len(judged) == 15
+    for s in judged:
+        assert [st.name for st in s.provenance.steps] == ["generate", "p_true"] and s.cost.calls == 2
+    bad = [s for s in res.rejected if s.reject_category == "p_true"]
+    assert bad and all(s.provenance.sample_index % 3 == 2 for s in bad)
+    assert "P(True) 0.00" in bad[0].rejected_reason
+    assert all(s.scores["p_true"] == 1.0 for s in res.accepted)
+    row = json.loads((tmp_path / "o" / "samples.jsonl").read_text().splitlines()[0])
+    assert [st["name"] for st in row["meta"]["provenance"]["steps"]] == ["generate", "p_true"]
+
+
+def test_ptrue_same_data_set_at_any_concurrency_and_from_cache(tiny_task_spec, tmp_path):
+    key = lambda r: [(s.id, s.output, s.rejected_reason) for s in r.result.accepted + r.result.rejected]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    one = generate(tiny_task_spec, FakeBackend(reply, batch_size=1), budget=40, program=program(), max_in_flight=1)
+    many = generate(tiny_task_spec, FakeBackend(reply, batch_size=7), budget=40, program=program(), max_in_flight=64,
+                    cache=cache)
+    fake = FakeBackend(reply)
+    again = generate(tiny_task_spec, fake, budget=40, program=program(), max_in_flight=64, cache=cache)
+    assert key(one) == key(many) == key(again) and fake.calls == 0
+
+
+@pytest.mark.parametrize("budget", [1, 2, 9, 33])
+def test_budget_covers_the_checks_calls_and_is_never_exceeded(tiny_task_spec, budget):
+    fake = FakeBackend(reply, batch_size=5)
+    report = generate(tiny_task_spec, fake, budget=budget, program=program(votes=2), max_in_flight=64)
+    assert fake.calls == (budget // 3) * 3 <= budget  # whole items only: 1 write + 2 votes
+    assert report.result.stats.queries == fake.calls
+
+
+def test_ptrue_reads_log_probabilities_when_the_backend_gives_them():
+    first = TokenLogprob("Yes", -0.2, top=(("Yes", -0.2), (" no", -1.8), ("Maybe", -3.0)))
+    p = p_yes_from_logprobs((first,))
+    assert p == pytest.approx(0.832, abs=1e-3)
+    assert p_yes_from_logprobs((TokenLogprob("Maybe", -0.1),)) is None and p_yes_from_logprobs(None) is None
+
+
+def test_ptrue_state_round_trips_and_bad_settings_are_clear():
+    check = PTrueCheck(threshold=0.7, votes=3)
+    again = load_state(check.dump_state())
+    assert isinstance(again, PTrueCheck) and again.get_params() == check.get_params()
+    with pytest.raises(ConfigError, match="threshold"):
+        PTrueCheck(threshold=1.5)
+    with pytest.raises(ConfigError, match=r"\{text\}"):
+        PTrueCheck(template="Is it {label}?")
+
+
+def test_spec_turns_the_check_on_for_the_default_program(tiny_task_spec):
+    from streamsynth.program import default_program
+    from streamsynth.task import load_task
+
+    text = tiny_task_spec.read_text().replace("label_check: false}", "label_check: false, p_true: true}")
+    tiny_task_spec.write_text(text)
+    assert [c.name for c in default_program(load_task(tiny_task_spec)).checks][-1] == "p_true"
+    fake = FakeBackend(reply)
+    report = generate(tiny_task_spec, fake, budget=12)
+    assert fake.calls == 12 and report.result.items == 6
+    assert any(s.reject_category == "p_true" for s in report.result.rejected)
+
+
+def test_budget_held_for_the_check_comes_back_when_a_sample_is_rejected_before_it(tiny_task_spec):
+    """Every other sample is empty (rejected before P(True)): its held call goes to more items, and
+    which items run does not depend on concurrency."""
+
+    def half_empty(request):
+        if "Answer Yes or No" not in request.messages[-1].content and request.sample_index % 2:
+            return ""
+        return reply(request)
+
+    runs = []
+    for batch, in_flight in ((1, 1), (7, 64)):
+        fake = FakeBackend(half_empty, batch_size=batch)
+        report = generate(tiny_task_spec, fake, budget=30, program=program(), max_in_flight=in_flight)
+        runs.append(([s.id for s in report.result.accepted + report.result.rejected], fake.calls, report.result.items))
+    assert runs[0] == runs[1]
+    ids, calls, items = runs[0]
+    # items 0-18: 10 judged (2 calls each) + 9 empty (1 call); item 19 would need 2 with 1 left.
+    # Without the handed-back calls only 15 items (30 / 2 reserved each) would have run.
+    assert items == 19 and calls == 29
