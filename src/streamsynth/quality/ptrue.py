@@ -5,7 +5,8 @@ whether a proposed answer is true and read the probability it gives to "True". H
 answer is the sample's label: "Is this text an example of LABEL? Answer Yes or No." The check's
 score is P(Yes) = p(yes) / (p(yes) + p(no)) over the first answer token's alternatives when the
 backend returns log-probabilities (the local model and OpenAI-compatible servers do); otherwise
-the share of ``votes`` sampled answers that say yes (Self-Consistency style). A sample whose
+the share of ``votes`` sampled answers that say yes (Self-Consistency style; with
+log-probabilities every vote reads the same first-token distribution, so keep ``votes=1``). A sample whose
 P(Yes) falls below ``threshold`` is rejected with the score in its reason.
 
 The check gets one model handle per sample (``lms``): every call is keyed by the sample's item,
@@ -78,6 +79,11 @@ class PTrueCheck(Stateful):
         for field in ("{text}", "{label}"):
             if field not in template:
                 raise ConfigError(f"p_true template must contain {field}; it is where the sample goes")
+        try:
+            template.format(description="", text="", label="", label_note="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"p_true template does not format ({exc!r}): use only {{description}}, {{text}}, "
+                              "{label} and {label_note}, and double any other brace ({{ or }})") from None
         self.threshold = threshold
         self.votes = votes
         self.template = template

@@ -81,9 +81,12 @@ class _Checker:
     """Runs the checks over finished items in index order (contiguous prefix first).
 
     Checks that call the model get one ``ItemLM`` per sample, keyed by the sample's item (step =
-    the check's name), so their answers do not depend on concurrency. Their budget: the run loop
-    reserves ``check_calls`` queries with every item (``held``); the checks spend them, reserve
-    more for an item that wrote several samples, and hand back what is left.
+    the check's name), so their answers do not depend on concurrency. Their budget is per item:
+    the run loop reserves ``check_calls`` queries for each sample the item may write (``held``)
+    when it starts the item; a sample spends only its own item's reservation, and what is left
+    (a sample rejected before the check, an item that wrote fewer samples) is handed back once
+    the item is checked. After an interruption or a lost backend (``model_calls = False``) no new
+    model call is made: samples that would need one are rejected as ``unchecked``, with the reason.
     """
 
     def __init__(self, program: SynthesisProgram, task: Task, engine: Engine) -> None:
@@ -93,47 +96,68 @@ class _Checker:
         self.rejected: list[Sample] = []
         self.cut: int | None = None  # with a target: the last index kept
         self.check_calls = sum(calls_per_sample(c) for c in program.checks)
-        self.held: dict[int, int] = {}  # item index -> queries reserved for its model checks
-        self._pool = 0  # reserved queries the chunk being checked may spend
+        self.held: dict[int, int] = {}  # item index -> queries reserved for its samples' model checks
+        self.model_calls = True
+        self.failure: BaseException | None = None  # a model check lost its backend or was cancelled
 
     async def advance(self, done: dict[int, list[Sample]], *, upto: int | None = None, target: int | None = None) -> None:
-        """Check the items ``next..`` that are finished (all of them in order when ``upto`` is set)."""
-        indices: list[int] = []
+        """Check the items ``next..`` that are finished (all of them in order when ``upto`` is set).
+
+        ``next`` moves past a chunk only once its samples are taken, so a chunk whose checks fail
+        (a lost backend, a cancel) is still there for the last pass."""
         if upto is None:
-            while self.next in done:
-                indices.append(self.next)
-                self.next += 1
+            indices, i = [], self.next
+            while i in done:
+                indices.append(i)
+                i += 1
         else:
             indices = sorted(i for i in done if self.next <= i <= upto)
-            self.next = upto + 1
         if self.cut is not None:
             indices = [i for i in indices if i <= self.cut]
         # checks in chunks of items, so a target is found at the right item
         for start in range(0, len(indices), 64):
             chunk = indices[start : start + 64]
             samples = [s for i in chunk for s in done[i]]
-            self._pool += sum(self.held.pop(i, 0) for i in chunk)
+            avail = {i: self.held.pop(i, 0) for i in chunk}
             try:
-                samples = await self._check(samples)
+                samples = await self._check(samples, avail)
             finally:
-                self.release_pool()
+                self.engine.meter.release(sum(avail.values()))
+            reached = False
             if target is not None and self.cut is None:
                 for i in chunk:
                     mine = [s for s in samples if s.provenance.sample_index == i]
                     self._take(mine)
                     if len(self.kept) >= target:
                         self.cut = i
-                        return
+                        reached = True
+                        break
             else:
                 self._take(samples)
+            self.next = max(self.next, chunk[-1] + 1)
+            if self.failure is not None:  # the chunk is taken (nothing lost); now the run loop hears of it
+                failure, self.failure = self.failure, None
+                raise failure
+            if reached:
+                return
+        if upto is not None:
+            self.next = max(self.next, upto + 1)
 
     def _take(self, samples: list[Sample]) -> None:
         for s in samples:
             (self.kept if s.accepted else self.rejected).append(s)
 
-    def release_pool(self) -> None:
-        self.engine.meter.release(self._pool)
-        self._pool = 0
+    def hold(self, index: int, samples: int) -> bool:
+        """Reserve the model checks' calls for ``samples`` samples of item ``index``; False if the budget cannot."""
+        need = self.check_calls * samples
+        if not need:
+            return True
+        granted = self.engine.meter.reserve(need)
+        if granted < need:
+            self.engine.meter.release(granted)
+            return False
+        self.held[index] = need
+        return True
 
     def release_held(self, index: int | None = None) -> None:
         """Hand back what was reserved for the model checks of ``index`` (of every item when None)."""
@@ -143,38 +167,55 @@ class _Checker:
         else:
             self.engine.meter.release(self.held.pop(index, 0))
 
-    async def _check(self, samples: list[Sample]) -> list[Sample]:
+    async def _check(self, samples: list[Sample], avail: dict[int, int]) -> list[Sample]:
         for check in self.program.checks:
             todo = [i for i, s in enumerate(samples) if s.accepted]
             if not todo:
                 break
             cps = calls_per_sample(check)
             if cps:
-                await self._model_check(check, cps, samples, todo)
+                await self._model_check(check, cps, samples, todo, avail)
                 continue
             verdicts = await verify_batch(check, [samples[i] for i in todo], self.task)
             for i, v in zip(todo, verdicts):
                 samples[i] = samples[i].with_verdict(v)
         return samples
 
-    async def _model_check(self, check: Any, cps: int, samples: list[Sample], todo: list[int]) -> None:
+    async def _model_check(self, check: Any, cps: int, samples: list[Sample], todo: list[int],
+                           avail: dict[int, int]) -> None:
         """Run a check that calls the model; its calls become steps of each sample's provenance."""
-        meter = self.engine.meter
         granted: list[int] = []
         for i in todo:
-            take = min(self._pool, cps)
-            extra = meter.reserve(cps - take) if take < cps else 0
-            if take + extra < cps:  # no budget left to judge this sample: say so, drop nothing silently
-                meter.release(extra)
-                samples[i] = samples[i].reject("budget", f"no query budget left for the {check.name} check")
-                continue
-            self._pool -= take
-            granted.append(i)
+            item = samples[i].provenance.sample_index
+            if not self.model_calls:
+                samples[i] = samples[i].reject(
+                    "unchecked", f"the run stopped before the {check.name} check could judge it; rerun to check it")
+            elif avail.get(item, 0) < cps:  # deterministic: the item wrote more samples than its plan said
+                samples[i] = samples[i].reject(
+                    "budget", f"item {item} wrote more samples than its plan's max_samples, so none of its "
+                              f"reserved calls is left for the {check.name} check; raise max_samples in plan()")
+            else:
+                avail[item] -= cps
+                granted.append(i)
+        if not granted:
+            return
         lms = [ItemLM(self.engine, index=samples[i].provenance.sample_index, seed=samples[i].provenance.seed,
                       max_calls=cps) for i in granted]
-        verdicts = await verify_batch(check, [samples[i] for i in granted], self.task, lms)
+        try:
+            verdicts = await verify_batch(check, [samples[i] for i in granted], self.task, lms)
+        except (BackendError, asyncio.CancelledError) as exc:
+            # keep the chunk whole (its other checks ran and set-level checks remember it): these
+            # samples are rejected as unchecked, no more model calls, and advance() raises it after
+            self.model_calls = False
+            self.failure = exc
+            for i in granted:
+                samples[i] = samples[i].reject(
+                    "unchecked", f"the run stopped before the {check.name} check could judge it; rerun to check it")
+            return
+        finally:  # calls not made (or not answered) go back with the item's reservation
+            for i, lm in zip(granted, lms):
+                avail[samples[i].provenance.sample_index] += cps - len(lm.steps)
         for i, lm, v in zip(granted, lms, verdicts):
-            self._pool += cps - len(lm.steps)  # unused calls go back with the chunk's pool
             s = samples[i]
             if lm.steps:
                 prov = dataclasses.replace(s.provenance, steps=s.provenance.steps + tuple(lm.steps))
@@ -277,6 +318,8 @@ async def _synthesize(
             start = getattr(check, "start", None)
             if start is not None:
                 start(task)
+        for i in sorted(done) if checker.check_calls else ():  # journaled items: their model checks' calls, as when they ran
+            checker.hold(i, program.methods[i % len(program.methods)].plan(task, i, seed).max_samples)
         await checker.advance(done, target=target)
         if on_progress:
             on_progress(stats())
@@ -295,18 +338,15 @@ async def _synthesize(
                 method = program.methods[index % len(program.methods)]
                 item = method.plan(task, index, seed)
                 # the item's most calls, plus its samples' model checks: never start an item that could be cut in half
-                need = item.max_calls + checker.check_calls
-                granted = meter.reserve(need)
-                if granted < need:
+                granted = meter.reserve(item.max_calls)
+                if granted < item.max_calls or not checker.hold(item.index, item.max_samples):
                     meter.release(granted)
-                    if not checker.check_calls:
-                        stopped = "budget"
-                    # else: calls reserved for model checks come back when their samples were rejected
-                    # before reaching them, so try again after the next checks (the loop ends when
-                    # nothing is in flight); the items that run are still the same whatever the timing
+                    # no latch: calls an item did not need come back when it is done (and a model
+                    # check's when its sample was rejected before it), so this is tried again after
+                    # the next batch; the loop ends when nothing is in flight. The items that run
+                    # are then the same whatever the timing: 0..M-1, with M the first item the
+                    # budget cannot cover once everything before it is spent.
                     break
-                if checker.check_calls:
-                    checker.held[item.index] = checker.check_calls
                 fut = asyncio.ensure_future(run_item(item, method))
                 fut.add_done_callback(on_done)
                 in_flight[fut] = item
@@ -362,7 +402,9 @@ async def _synthesize(
                     meter.release(item.max_calls)  # its calls were not answered... or are lost with it
                 checker.release_held(item.index)  # its samples are not kept, so they are not checked
         in_flight.clear()
-    # whatever finished beyond a gap (after an interruption) is checked too, in index order
+    # whatever finished beyond a gap (after an interruption) is checked too, in index order, with no
+    # new model call once the run was interrupted or lost its backend
+    checker.model_calls = stopped is None or stopped == "target"
     await checker.advance(done, upto=max(done, default=-1), target=target)
     checker.release_held()  # items past a target's cut are never checked
     if stopped == "budget" or stopped is None:

@@ -88,19 +88,28 @@ def check_method(method: Any, task: Any, *, backend: Any = None) -> None:
     assert method.config_state() == config, "running a method must not change its configuration"
 
 
-def _model_verdicts(check: Any, task: Any, samples: Sequence[Sample], backend: Any) -> list[Any]:
-    """A model-calling check's verdicts, each sample with its own handle, as the run loop gives them."""
+def _model_verdicts(check: Any, task: Any, samples: Sequence[Sample], backend: Any) -> list[list[Any]]:
+    """A model-calling check's verdicts, each sample with its own handle as the run loop gives them:
+    once in order and once in reverse order (returned in the original order), in one event loop."""
     from streamsynth.quality.checks import calls_per_sample, verify_batch
     from streamsynth.runtime import BudgetMeter, Engine
     from streamsynth.runtime.lm import ItemLM
 
-    async def main() -> list[Any]:
-        engine = Engine(backend, BudgetMeter(None))
+    async def one(engine: Any, batch: list[Sample]) -> list[Any]:
+        start = getattr(check, "start", None)
+        if start is not None:
+            start(task)
         cps = calls_per_sample(check)
-        lms = [ItemLM(engine, index=s.provenance.sample_index, seed=s.provenance.seed, max_calls=cps) for s in samples]
-        verdicts = await verify_batch(check, list(samples), task, lms)
+        lms = [ItemLM(engine, index=s.provenance.sample_index, seed=s.provenance.seed, max_calls=cps) for s in batch]
+        verdicts = await verify_batch(check, batch, task, lms)
         assert all(len(lm.steps) <= cps for lm in lms), f"{check.name} made more calls than calls_per_sample ({cps})"
         return verdicts
+
+    async def main() -> list[list[Any]]:
+        engine = Engine(backend, BudgetMeter(None))
+        forward = await one(engine, list(samples))
+        backward = await one(engine, list(reversed(samples)))
+        return [forward, backward[::-1]]
 
     return asyncio.run(main())
 
@@ -115,11 +124,12 @@ def check_check(check: Any, task: Any, samples: Sequence[Sample], *, backend: An
     if calls_per_sample(check):
         from streamsynth.backends.fake import FakeBackend
 
-        before = list(samples)
-        runs = [_model_verdicts(check, task, samples, backend or FakeBackend()) for _ in range(2)]
-        assert list(samples) == before, "a check must not change the samples it is given"
+        before = [s.to_dict() for s in samples]
+        runs = _model_verdicts(check, task, samples, backend or FakeBackend())
+        assert [s.to_dict() for s in samples] == before, "a check must not change the samples it is given"
         assert len(runs[0]) == len(samples), "verify_batch must give one verdict per sample"
-        assert runs[0] == runs[1], "the same samples must get the same verdicts (calls keyed by item, step and k)"
+        assert runs[0] == runs[1], ("a sample must get the same verdict whatever the order of the batch "
+                                    "(calls keyed by item, step and k)")
         for v in runs[0]:
             assert v.check, "a verdict must name its check"
             assert v.passed or v.reason, f"a failed verdict of {check.name} must say why"
