@@ -197,3 +197,21 @@ def test_items_with_several_samples_are_judged_the_same_at_any_concurrency(tiny_
         assert out.items == 5 and not over
     else:  # the plan under-declared: each item's second sample finds no reserved call, said so
         assert out.items == 7 and len(over) == 7 and all("max_samples" in s.rejected_reason for s in over)
+
+
+def test_a_failed_judgement_rejects_with_the_reason(tiny_task_spec):
+    fake = FakeBackend(reply, fail=lambda r: "http 500: server error" if r.step == "p_true" else None)
+    report = generate(tiny_task_spec, fake, budget=8, program=program())
+    failed = [s for s in report.result.rejected if s.reject_category == "p_true"]
+    assert failed and all("could not judge: the model call failed (http 500" in s.rejected_reason for s in failed)
+    assert not report.result.accepted
+
+
+def test_with_a_target_the_check_pays_for_no_sample_past_the_cut(tiny_task_spec):
+    runs = []
+    for batch, in_flight in ((1, 1), (7, 64)):
+        fake = FakeBackend(reply, batch_size=batch)
+        report = generate(tiny_task_spec, fake, budget=200, target=4, program=program(), max_in_flight=in_flight)
+        judged = sum(1 for r in fake.requests if r.step == "p_true")
+        runs.append(([s.id for s in report.result.accepted], judged))
+    assert runs[0] == runs[1] and len(runs[0][0]) == 4

@@ -7,13 +7,14 @@ score is P(Yes) = p(yes) / (p(yes) + p(no)) over the first answer token's altern
 backend returns log-probabilities (the local model and OpenAI-compatible servers do); otherwise
 the share of ``votes`` sampled answers that say yes (Self-Consistency style; with
 log-probabilities every vote reads the same first-token distribution, so keep ``votes=1``). A sample whose
-P(Yes) falls below ``threshold`` is rejected with the score in its reason.
+P(Yes) falls below ``threshold`` is rejected with the score in its reason; so is a sample whose
+calls all failed (the reason says so).
 
 The check gets one model handle per sample (``lms``): every call is keyed by the sample's item,
 the step ``p_true`` and k, so answers are the same at any concurrency and come from the cache on
 a rerun; each call is a step of the sample's provenance. The run reserves ``calls_per_sample``
 queries per item for it, so the budget is never exceeded. An answer that says neither yes nor no
-(or a failed call) leaves the sample as it is, with no score: the check cannot judge it.
+leaves the sample as it is, with no score: the check cannot judge it.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class PTrueCheck(Stateful):
     async def _judge(self, sample: Sample, task: Task, lm: Any) -> Verdict:
         answers = await lm.complete_many(self.messages(sample, task), self.params(), self.votes, step=self.name)
         ok = [a for a in answers if a.ok]
+        if not ok:  # an outage must not switch the check off unnoticed
+            return Verdict(self.name, False, f"could not judge: the model call failed ({answers[0].error})")
         probs = [p for p in (p_yes_from_logprobs(a.logprobs) for a in ok) if p is not None]
         if probs:
             p = sum(probs) / len(probs)

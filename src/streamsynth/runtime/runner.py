@@ -114,9 +114,11 @@ class _Checker:
             indices = sorted(i for i in done if self.next <= i <= upto)
         if self.cut is not None:
             indices = [i for i in indices if i <= self.cut]
-        # checks in chunks of items, so a target is found at the right item
-        for start in range(0, len(indices), 64):
-            chunk = indices[start : start + 64]
+        # checks in chunks of items, so a target is found at the right item; item by item when model
+        # checks would otherwise judge (and pay for) samples past the target's cut
+        size = 1 if target is not None and self.cut is None and self.check_calls else 64
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
             samples = [s for i in chunk for s in done[i]]
             avail = {i: self.held.pop(i, 0) for i in chunk}
             try:
