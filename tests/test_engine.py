@@ -264,3 +264,21 @@ def test_freed_slots_are_refilled_before_a_finished_batch_is_checked(tiny_task_s
     assert rows(report) == rows(generate(tiny_task_spec, FakeBackend(reply, batch_size=1), budget=12,
                                          program=SynthesisProgram([AttributeConditionedStrategy()], checks=default_checks()),
                                          max_in_flight=1))
+
+
+def test_items_that_use_fewer_calls_than_planned_run_the_same_at_any_concurrency(tiny_task_spec):
+    """Every 3rd write fails, so its item skips the 3 votes and hands them back. Which items run
+    must not depend on when those calls come back (the first refusal used to stop planning for good)."""
+
+    def some_fail(request):
+        return "http 500: server error" if request.step == "" and request.sample_index % 3 == 0 else None
+
+    runs = []
+    for batch, in_flight in ((1, 1), (5, 64)):
+        fake = FakeBackend(reply, batch_size=batch, fail=some_fail)
+        report = generate(tiny_task_spec, fake, budget=20, program=sc_program(), max_in_flight=in_flight)
+        runs.append(([s.id for s in report.result.accepted + report.result.rejected], fake.calls))
+    assert runs[0] == runs[1]
+    # items 0..5: 0 and 3 fail to write (1 call each), the other 4 make 4 calls = 18; item 6 would
+    # need 4 reserved with 2 left
+    assert len(runs[0][0]) == 6 and runs[0][1] == 18
