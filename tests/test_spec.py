@@ -345,3 +345,19 @@ def test_non_utf8_data_file(toy: Path) -> None:
     (toy / "train.jsonl").write_bytes(b'{"text": "ok", "label": "pos"}\n{"text": "caf\xe9", "label": "pos"}\n')
     with pytest.raises(DataError, match="UTF-8"):
         load_task(write_spec(toy, base_spec()))
+
+
+def test_a_field_added_later_leaves_existing_fingerprints_alone(tiny_task_spec):
+    """Fingerprints seed a stream's exploration: a new spec field at its default must not change them."""
+    from pathlib import Path
+
+    from streamsynth.task import load_task
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_task(root / "examples" / "sst2.yaml").fingerprint.startswith("c924e3dd0ba5")  # as in 2026-12 results
+    plain = load_task(tiny_task_spec).fingerprint
+    text = tiny_task_spec.read_text()
+    tiny_task_spec.write_text(text.replace("label_check: false}", "label_check: false, p_true: false}"))
+    assert load_task(tiny_task_spec).fingerprint == plain
+    tiny_task_spec.write_text(text.replace("label_check: false}", "label_check: false, p_true: true}"))
+    assert load_task(tiny_task_spec).fingerprint != plain

@@ -156,9 +156,7 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
     }
     labels = tuple(Label(lab.name, lab.description) for lab in spec.labels or [])
     attrs = {k: tuple(v) for k, v in (spec.attributes or {}).items()}
-    fp = fingerprint(
-        {"spec": spec.model_dump(mode="json", by_alias=True), "seeds": [e.to_dict() for e in seeds]}
-    )
+    fp = fingerprint({"spec": _fingerprinted(spec), "seeds": [e.to_dict() for e in seeds]})
     return Task(
         name=spec.name,
         description=spec.description.strip(),
@@ -177,3 +175,18 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
         fingerprint=fp,
         data_summary=summary,
     )
+
+
+#: spec fields added after tasks were first fingerprinted, with their defaults: left out of the
+#: fingerprint while at the default, so a task keeps its fingerprint (and everything seeded from
+#: it, such as a stream's exploration) across versions
+_ADDED_LATER = {("generation", "p_true"): False}
+
+
+def _fingerprinted(spec: TaskSpec) -> dict:
+    data = spec.model_dump(mode="json", by_alias=True)
+    for (section, key), default in _ADDED_LATER.items():
+        part = data.get(section)
+        if isinstance(part, dict) and part.get(key) == default:
+            del part[key]
+    return data
