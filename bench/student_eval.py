@@ -98,20 +98,20 @@ def main(argv: list[str] | None = None) -> int:
         syn_labels += y
         syn_skipped += s
 
+    train_rows: list[dict[str, Any]] = []
+    if args.real or args.oracle:
+        if spec.data.train is None:
+            raise SystemExit(f"error: {spec_path}: --real and --oracle need 'data.train' in the spec")
+        train_rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")
+
     real_texts: list[str] = []
     real_labels: list[str] = []
     if args.real:
-        if spec.data.train is None:
-            raise SystemExit(f"error: {spec_path}: --real needs 'data.train' in the spec")
-        rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")[: args.real]
-        real_texts, real_labels, _ = rows_to_xy(rows, fields, task.output_field, labels)
+        real_texts, real_labels, _ = rows_to_xy(train_rows[: args.real], fields, task.output_field, labels)
 
     oracle_pool: list[tuple[str, str]] = []
     if args.oracle:
-        if spec.data.train is None:
-            raise SystemExit(f"error: {spec_path}: --oracle needs 'data.train' in the spec")
-        rows = read_rows(resolve_source(spec.data.train, spec_path.resolve().parent), what="data.train")
-        t, y, _ = rows_to_xy(rows, fields, task.output_field, labels)
+        t, y, _ = rows_to_xy(train_rows, fields, task.output_field, labels)
         seen = set(seed_texts)
         oracle_pool = [(a, b) for a, b in zip(t, y) if a not in seen]
         # one seeded order; size N takes its first N rows, so the sizes nest
@@ -145,16 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         extra = oracle_pool[:n]
         oracle[str(n)] = run(seed_texts + [a for a, _ in extra], seed_labels + [b for _, b in extra], f"oracle_{n}")
 
+    def closed(scores: dict[str, Any], metric: str) -> float | None:
+        """The share of the seed-only-to-real gap that ``scores`` closes."""
+        gap = real_reference[metric] - seed_only[metric]
+        return round((scores[metric] - seed_only[metric]) / gap, 4) if gap > 0 else None
+
     gap_closed = None
     if real_reference and with_synthetic:
-        gap_closed = {}
-        for metric in ("accuracy", "macro_f1"):
-            gap = real_reference[metric] - seed_only[metric]
-            gap_closed[metric] = round((with_synthetic[metric] - seed_only[metric]) / gap, 4) if gap > 0 else None
+        gap_closed = {metric: closed(with_synthetic, metric) for metric in ("accuracy", "macro_f1")}
     if real_reference:
-        gap = real_reference["accuracy"] - seed_only["accuracy"]
         for r in oracle.values():
-            r["gap_closed_accuracy"] = round((r["accuracy"] - seed_only["accuracy"]) / gap, 4) if gap > 0 else None
+            r["gap_closed_accuracy"] = closed(r, "accuracy")
 
     wall = time.perf_counter() - t_start
     timings["embed_s"] = round(embedder.encode_seconds, 3)

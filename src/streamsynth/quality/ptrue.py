@@ -19,6 +19,7 @@ leaves the sample as it is, with no score: the check cannot judge it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any, Sequence
@@ -109,8 +110,6 @@ class PTrueCheck(Stateful):
         return GenerationParams(temperature=self.temperature, top_p=1.0, max_new_tokens=3, logprobs=True)
 
     async def verify_batch(self, samples: Sequence[Sample], task: Task, lms: Sequence[Any]) -> list[Verdict]:
-        import asyncio
-
         return list(await asyncio.gather(*(self._judge(s, task, lm) for s, lm in zip(samples, lms))))
 
     async def _judge(self, sample: Sample, task: Task, lm: Any) -> Verdict:

@@ -190,8 +190,7 @@ class _Checker:
         for i in todo:
             item = samples[i].provenance.sample_index
             if not self.model_calls:
-                samples[i] = samples[i].reject(
-                    "unchecked", f"the run stopped before the {check.name} check could judge it; rerun to check it")
+                samples[i] = _unchecked(samples[i], check.name)
             elif avail.get(item, 0) < cps:  # deterministic: the item wrote more samples than its plan said
                 samples[i] = samples[i].reject(
                     "budget", f"item {item} wrote more samples than its plan's max_samples, so none of its "
@@ -211,8 +210,7 @@ class _Checker:
             self.model_calls = False
             self.failure = exc
             for i in granted:
-                samples[i] = samples[i].reject(
-                    "unchecked", f"the run stopped before the {check.name} check could judge it; rerun to check it")
+                samples[i] = _unchecked(samples[i], check.name)
             return
         finally:  # calls not made (or not answered) go back with the item's reservation
             for i, lm in zip(granted, lms):
@@ -223,6 +221,11 @@ class _Checker:
                 prov = dataclasses.replace(s.provenance, steps=s.provenance.steps + tuple(lm.steps))
                 s = dataclasses.replace(s, provenance=prov, cost=s.cost + lm.cost)
             samples[i] = s.with_verdict(v)
+
+
+def _unchecked(sample: Sample, check: str) -> Sample:
+    """A sample a model check could not judge because the run stopped (a rerun judges it)."""
+    return sample.reject("unchecked", f"the run stopped before the {check} check could judge it; rerun to check it")
 
 
 async def _prepare(program: SynthesisProgram, task: Task, engine: Engine, seed: int) -> None:
@@ -320,8 +323,9 @@ async def _synthesize(
             start = getattr(check, "start", None)
             if start is not None:
                 start(task)
-        for i in sorted(done) if checker.check_calls else ():  # journaled items: their model checks' calls, as when they ran
-            checker.hold(i, program.methods[i % len(program.methods)].plan(task, i, seed).max_samples)
+        if checker.check_calls:  # journaled items: their model checks' calls, as when they ran
+            for i in sorted(done):
+                checker.hold(i, program.methods[i % len(program.methods)].plan(task, i, seed).max_samples)
         await checker.advance(done, target=target)
         if on_progress:
             on_progress(stats())
