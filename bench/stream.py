@@ -180,7 +180,7 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
         shutil.rmtree(out_dir, ignore_errors=True)
         stream = Stream(spec, tuple(p.resolve() for p in spec_paths), store_path, "bench")
         outcomes = asyncio.run(arun_stream(stream, out=out_dir, make_backend=lambda adapter: make_backend(args, adapter),
-                                           cache=cache, embedder=embedder, tasks=tasks))
+                                           cache=cache, embedder=embedder, tasks=tasks, train_last=False))
         for o, task in zip(outcomes, tasks):
             kept = read_kept(Path(o.out_dir), task)
             yield o.position, task, {"samples": kept, "calls": o.calls, "wall_s": o.wall_s + o.weights_s,

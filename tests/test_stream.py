@@ -167,3 +167,39 @@ def test_the_example_stream_loads():
     stream = load_stream(Path(__file__).resolve().parents[1] / "examples" / "stream.yaml")
     assert [p.stem for p in stream.task_paths] == ["sst2", "ag_news", "trec", "emotion"]
     assert stream.spec.learning == ["explicit"] and stream.store_path.name == "experience.sqlite"
+
+
+
+class _Adapter:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def to_dict(self) -> dict:
+        return {"name": self.name}
+
+
+@pytest.mark.parametrize("train_last, fitted", [(True, ["films", "books"]), (False, ["films"])])
+def test_weight_fits_follow_each_task_and_train_last_skips_the_final_one(stream_file, tmp_path, hash_embedder, monkeypatch,
+                                                                          train_last, fitted):
+    import streamsynth.learn.stream as stream_mod
+
+    starts: dict[str, object] = {}
+
+    async def record_fit(task, backend, ctx, extras, *, start, out_dir, spec, seed):
+        starts[task.name] = start
+        return _Adapter(f"after-{task.name}")
+
+    monkeypatch.setattr(stream_mod, "train_adapter", record_fit)
+    written_with: list[object] = []
+
+    def make(adapter):
+        written_with.append(adapter)
+        return FakeBackend(label_true)
+
+    stream = load_stream(stream_file, learning=["explicit", "weights"])
+    outcomes = asyncio.run(arun_stream(stream, out=tmp_path / "run", make_backend=make, embedder=hash_embedder,
+                                       train_last=train_last))
+    assert list(starts) == fitted
+    assert starts["films"] is None  # the first fit starts from the base model
+    assert [getattr(a, "name", a) for a in written_with] == [None, "after-films"]  # task 2 is written with task 1's adapter
+    assert (outcomes[-1].adapter is not None) == train_last

@@ -339,8 +339,14 @@ async def arun_stream(
     embedder: Any = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     tasks: Sequence[Task] | None = None,
+    train_last: bool = True,
 ) -> list[TaskOutcome]:
-    """Run every task of ``stream`` in order, learning as configured; resumes a stopped stream."""
+    """Run every task of ``stream`` in order, learning as configured; resumes a stopped stream.
+
+    ``train_last=False`` skips the weight fit after the last task: a benchmark that scores only the
+    data sets needs no adapter that no later task of the run uses (a user's stream keeps it, for the
+    next stream or ``generate`` that starts from this store).
+    """
     from streamsynth.learn.feedback import DevUtility, Reward
     from streamsynth.learn.store import ExperienceStore
     from streamsynth.quality.select import MMRSelector
@@ -395,7 +401,7 @@ async def arun_stream(
                     await close()
                 release_memory()  # the generation's caches, before the next fit or task loads a model
             outcome.position = pos
-            if "weights" in spec.learning:
+            if "weights" in spec.learning and (train_last or pos < len(task_list) - 1):
                 t_w = time.perf_counter()
                 adapter = await train_adapter(task, backend, ctx, extras, start=adapter, out_dir=out / "adapters" / f"{pos + 1:02d}-{task.name}",
                                               spec=spec.weights, seed=spec.seed)
