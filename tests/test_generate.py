@@ -1,6 +1,7 @@
 """``generate`` end to end with the fake backend: the library API and the CLI."""
 
 import json
+import math
 import re
 
 import pyarrow.parquet as pq
@@ -298,3 +299,35 @@ def test_cli_prepare_converts_the_embedded_model_once(model_cache_dir):
     stamp = (folder / "config.json").stat().st_mtime_ns
     r = runner.invoke(app, ["prepare", "--cache-dir", str(model_cache_dir)])
     assert r.exit_code == 0 and (folder / "config.json").stat().st_mtime_ns == stamp  # not converted again
+
+
+def test_a_label_the_checks_reject_more_often_does_not_tilt_the_data_set(tiny_task_spec, tmp_path):
+    def reply(request):  # most "negative" replies are too short to pass the length check
+        negative = "labeled negative" in request.messages[-1].content
+        if negative and request.sample_index % 4:
+            return "bad"
+        return f"a {'dull' if negative else 'warm'} film, review number {request.sample_index}"
+
+    report = generate(tiny_task_spec, FakeBackend(reply), budget=40, seed=0, out=tmp_path / "o")
+    kept = [s.output for s in report.result.accepted]
+    neg = kept.count("negative")
+    assert 0 < neg < 20 and kept.count("positive") == math.ceil(1.5 * neg)  # capped at 1.5x the rarest
+    by_balance = [s for s in report.result.rejected if s.reject_category == "selection"]
+    assert len(by_balance) == 20 - kept.count("positive") and all(s.output == "positive" for s in by_balance)
+    rows = [json.loads(line) for line in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    reasons = [r["rejected_reason"] for r in rows if r["rejected_reason"].startswith("selection")]
+    assert len(reasons) == len(by_balance) and all("label balance" in r and "the rarest" in r for r in reasons)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["counts"]["accepted"] == len(kept)
+    # 0 turns it off: every sample that passed the checks is kept
+    off = tiny_task_spec.with_name("off.yaml")
+    off.write_text(tiny_task_spec.read_text().replace("label_check: false", "label_check: false, max_label_ratio: 0"))
+    everything = generate(off, FakeBackend(reply), budget=40, seed=0)
+    assert [s.output for s in everything.result.accepted].count("positive") == 20
+
+
+def test_a_label_ratio_below_one_is_a_clear_error(tiny_task_spec):
+    bad = tiny_task_spec.with_name("bad.yaml")
+    bad.write_text(tiny_task_spec.read_text().replace("label_check: false", "label_check: false, max_label_ratio: 0.5"))
+    with pytest.raises(Exception, match="max_label_ratio.*0 .keep every sample. or at least 1"):
+        load_task(bad)

@@ -8,6 +8,7 @@ from streamsynth.errors import ConfigError
 from streamsynth.quality.select import (
     FacilityLocationSelector,
     KeepAll,
+    LabelBalance,
     MMRSelector,
     margin_to_unit,
     sample_quality,
@@ -130,7 +131,41 @@ def _contract_samples():
 @pytest.mark.parametrize("make", [
     lambda e: MMRSelector(embedder=e), lambda e: MMRSelector(k=2, balance=0.2, embedder=e),
     lambda e: FacilityLocationSelector(embedder=e), lambda e: FacilityLocationSelector(fraction=0.5, embedder=e),
-    lambda e: KeepAll(),
+    lambda e: KeepAll(), lambda e: LabelBalance(), lambda e: LabelBalance(max_ratio=1.0),
 ])
 def test_selectors_keep_the_selector_contract(make, task, hash_embedder):
     check_selector(make(hash_embedder), task, _contract_samples())
+
+
+# -- LabelBalance -----------------------------------------------------------------------------------
+
+
+def _skewed():
+    """Five positive samples (quality rising with i) and two negative ones."""
+    pos = [sample(f"good film {i}", "positive", i=i, reward=0.1 * i) for i in range(5)]
+    neg = [sample(f"bad film {i}", "negative", i=10 + i, reward=0.5) for i in range(2)]
+    return [pos[0], neg[0], pos[1], pos[2], neg[1], pos[3], pos[4]]
+
+
+def test_label_balance_caps_each_label_at_a_multiple_of_the_rarest_and_keeps_the_best(task):
+    pool = _skewed()
+    kept = LabelBalance(max_ratio=1.5).select(pool, task, seed=0)
+    # rarest: 2 negative -> at most ceil(1.5 * 2) = 3 of each label; the 3 best positives (s2, s3, s4), in sample order
+    assert ids(kept) == ["s10", "s2", "s11", "s3", "s4"]
+    assert ids(LabelBalance(max_ratio=1.0).select(pool, task, seed=0)) == ["s10", "s11", "s3", "s4"]
+    assert ids(LabelBalance(max_ratio=0).select(pool, task, seed=0)) == ids(pool)  # off
+    assert ids(LabelBalance().select(pool[:1] + pool[2:4], task, seed=0)) == ["s0", "s1", "s2"]  # one label only: nothing to balance
+
+
+def test_label_balance_says_why_a_sample_was_left_out(task):
+    pool = _skewed()
+    why = LabelBalance(max_ratio=1.5).why_not(pool[0], task, pool)
+    assert "5 samples of 'positive'" in why and "2 of 'negative', the rarest" in why and "kept the 3" in why
+    assert "max_label_ratio" in why
+    lonely = LabelBalance().why_not(pool[0], task, [s for s in pool if s.output == "positive"])
+    assert "no sample of 'negative' passed the checks" in lonely
+
+
+def test_label_balance_refuses_a_ratio_below_one():
+    with pytest.raises(ConfigError, match="0 .off. or at least 1"):
+        LabelBalance(max_ratio=0.5)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from streamsynth.errors import ConfigError
 from streamsynth.methods import AttributeConditionedStrategy, Method
-from streamsynth.quality import Check, KeepAll, Selector, default_checks
+from streamsynth.quality import Check, KeepAll, LabelBalance, Selector, default_checks
 from streamsynth.quality.label_check import SeedLabelConsistencyCheck
 from streamsynth.quality.ptrue import PTrueCheck
 from streamsynth.state import load_state
@@ -90,7 +90,8 @@ def default_program(task: Task) -> SynthesisProgram:
             checks.append(SeedLabelConsistencyCheck())
         if task.generation.p_true:
             checks.append(PTrueCheck())
-        return SynthesisProgram(methods=[AttributeConditionedStrategy()], checks=checks)
+        selector = LabelBalance(task.generation.max_label_ratio) if task.kind == "classification" else KeepAll()
+        return SynthesisProgram(methods=[AttributeConditionedStrategy()], checks=checks, selector=selector)
     raise ConfigError(
         f"task '{task.name}' is of kind '{task.kind}'; this version generates classification and "
         "pair_classification tasks only (qa and code methods are on the roadmap)"

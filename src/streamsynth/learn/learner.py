@@ -28,6 +28,7 @@ from streamsynth.learn.bandit import priors_from_experience
 from streamsynth.learn.patterns import ExploringStrategy, pattern_space
 from streamsynth.learn.reflect import LessonDraft, hint_text
 from streamsynth.program import SynthesisProgram
+from streamsynth.quality import KeepAll
 from streamsynth.records import Sample
 from streamsynth.task import Task
 
@@ -184,4 +185,7 @@ def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedd
         if embedder is not None and hasattr(c, "embedder") and getattr(c, "embedder") is None:
             c.embedder = embedder
         checks.append(c)
-    return SynthesisProgram([ExploringStrategy()], checks, base.selector)
+    # every accepted sample: the stream balances labels itself (its selector takes turns over the
+    # labels and the dev gate cuts the ranked list), and a sample dropped inside a round would earn
+    # its pattern no reward
+    return SynthesisProgram([ExploringStrategy()], checks, KeepAll())

@@ -12,11 +12,11 @@ from streamsynth.quality.checks import (
 from streamsynth.quality.clean import Cleaned, clean_text, normalize_for_dedup
 from streamsynth.quality.label_check import SeedLabelConsistencyCheck
 from streamsynth.quality.ptrue import PTrueCheck
-from streamsynth.quality.select import FacilityLocationSelector, KeepAll, MMRSelector, Selector
+from streamsynth.quality.select import FacilityLocationSelector, KeepAll, LabelBalance, MMRSelector, Selector
 
 __all__ = sorted(
     [
-        "Check", "Cleaned", "DuplicateCheck", "EchoCheck", "EmptyCheck", "FacilityLocationSelector", "KeepAll", "MMRSelector", "LengthCheck",
+        "Check", "Cleaned", "DuplicateCheck", "EchoCheck", "EmptyCheck", "FacilityLocationSelector", "KeepAll", "LabelBalance", "MMRSelector", "LengthCheck",
         "MalformedCheck", "PTrueCheck", "SeedLabelConsistencyCheck", "Selector", "clean_text", "default_checks", "normalize_for_dedup",
     ]
 )

@@ -418,9 +418,11 @@ async def _synthesize(
     selected = program.selector.select(checker.kept, task, seed=seed)
     chosen = {s.id for s in selected}
     rejected = list(checker.rejected)
+    why_not = getattr(program.selector, "why_not", None)
     for s in checker.kept:
         if s.id not in chosen:
-            rejected.append(s.reject("selection", f"not chosen by {program.selector.name}"))
+            why = why_not(s, task, checker.kept) if why_not is not None else f"not chosen by {program.selector.name}"
+            rejected.append(s.reject("selection", why))
     final = dataclasses.replace(stats(), accepted=len(selected), rejected=len(rejected))
     return RunResult(
         task=task, accepted=selected, rejected=rejected, stopped_reason=stopped, wall_s=time.perf_counter() - t0,

@@ -164,12 +164,18 @@ class GenerationSpec(_Strict):
     p_true: bool = Field(
         False, description="ask the synthesizer whether each sample carries its label (P(True)); one more call a sample"
     )
+    max_label_ratio: float = Field(
+        1.5, ge=0, description="classification: keep no label more than this many times as often as the rarest "
+        "(the best-scored samples of each label stay); 0 keeps every sample"
+    )
     input_noun: str = Field("text", description="what one input is called in prompts, e.g. 'movie review sentence'")
 
     @model_validator(mode="after")
     def _range(self) -> "GenerationSpec":
         if self.min_chars >= self.max_chars:
             raise _FieldError("min_chars", "'min_chars' must be smaller than 'max_chars'")
+        if 0 < self.max_label_ratio < 1:
+            raise _FieldError("max_label_ratio", "'max_label_ratio' must be 0 (keep every sample) or at least 1")
         return self
 
 
