@@ -331,3 +331,23 @@ def test_a_label_ratio_below_one_is_a_clear_error(tiny_task_spec):
     bad.write_text(tiny_task_spec.read_text().replace("label_check: false", "label_check: false, max_label_ratio: 0.5"))
     with pytest.raises(Exception, match="max_label_ratio.*0 .keep every sample. or at least 1"):
         load_task(bad)
+
+
+def test_a_target_counts_the_samples_the_label_balance_keeps(tiny_task_spec, tmp_path):
+    def reply(request):  # three in four "negative" replies are too short to pass the length check
+        negative = "labeled negative" in request.messages[-1].content
+        if negative and request.sample_index % 4:
+            return "bad"
+        return f"a {'dull' if negative else 'warm'} film, review number {request.sample_index}"
+
+    balanced = generate(tiny_task_spec, FakeBackend(reply), budget=200, seed=0, target=10)
+    kept = [s.output for s in balanced.result.accepted]
+    assert len(kept) >= 10 and kept.count("positive") <= math.ceil(1.5 * kept.count("negative"))
+    assert balanced.result.stopped_reason == "target"
+    off = tiny_task_spec.with_name("off.yaml")
+    off.write_text(tiny_task_spec.read_text().replace("label_check: false", "label_check: false, max_label_ratio: 0"))
+    tilted = generate(off, FakeBackend(reply), budget=200, seed=0, target=10)
+    assert len(tilted.result.accepted) >= 10
+    # without the balance the target is met sooner, by a tilted set
+    assert tilted.result.stats.queries < balanced.result.stats.queries
+    assert [s.output for s in tilted.result.accepted].count("positive") > 1.5 * [s.output for s in tilted.result.accepted].count("negative")

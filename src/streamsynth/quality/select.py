@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import math
 from collections import Counter
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -72,14 +72,22 @@ class LabelBalance(Stateful):
 
     def caps(self, samples: Sequence[Sample], task: Task) -> dict[str, int] | None:
         """How many samples of each label to keep at most (None: keep all)."""
+        return self._caps(Counter(s.output for s in samples if s.accepted), task)
+
+    def _caps(self, counts: Mapping[str, int], task: Task) -> dict[str, int] | None:
         if not self.max_ratio or not task.label_names:
             return None
-        counts = Counter(s.output for s in samples if s.accepted)
-        present = [counts[lab] for lab in task.label_names if counts[lab]]
+        present = [counts[lab] for lab in task.label_names if counts.get(lab)]
         if not present:
             return None
         cap = int(math.ceil(self.max_ratio * min(present)))
         return {lab: cap for lab in counts}
+
+    def kept_count(self, label_counts: Mapping[str, int], task: Task) -> int:
+        """How many samples ``select`` keeps of accepted samples with these label counts (a run
+        with a target stops when this reaches the target, so the data set has that many)."""
+        caps = self._caps(label_counts, task)
+        return sum(label_counts.values()) if caps is None else sum(min(n, caps[lab]) for lab, n in label_counts.items())
 
     def select(self, samples: Sequence[Sample], task: Task, *, seed: int) -> list[Sample]:
         pool = [s for s in samples if s.accepted]

@@ -8,7 +8,8 @@
   selection) sees samples in index order too. So the same config and seed give the same data
   set whatever the concurrency, the batch size, the order of completion, or the cache.
 - With ``target``, the run stops planning once the accepted samples of the items up to some
-  index reach it, and keeps exactly the items up to that index.
+  index reach it (counted as the selector will keep them, when it says: ``kept_count``, so a
+  label-balanced set has the target's size), and keeps exactly the items up to that index.
 - It stops cleanly on the budget, the target, a cancel (Ctrl-C) or a lost backend, and returns
   everything finished so far.
 """
@@ -99,6 +100,10 @@ class _Checker:
         self.held: dict[int, int] = {}  # item index -> queries reserved for its samples' model checks
         self.model_calls = True
         self.failure: BaseException | None = None  # a model check lost its backend or was cancelled
+        # with a target: how many of the kept samples the selector will keep (LabelBalance keeps
+        # fewer than pass the checks), from the kept samples' label counts
+        self._selectable = getattr(program.selector, "kept_count", None)
+        self._labels: Counter[str] = Counter()
 
     async def advance(self, done: dict[int, list[Sample]], *, upto: int | None = None, target: int | None = None) -> None:
         """Check the items ``next..`` that are finished (all of them in order when ``upto`` is set).
@@ -130,7 +135,7 @@ class _Checker:
                 for i in chunk:
                     mine = [s for s in samples if s.provenance.sample_index == i]
                     self._take(mine)
-                    if len(self.kept) >= target:
+                    if self.selectable() >= target:
                         self.cut = i
                         reached = True
                         break
@@ -148,6 +153,12 @@ class _Checker:
     def _take(self, samples: list[Sample]) -> None:
         for s in samples:
             (self.kept if s.accepted else self.rejected).append(s)
+            if s.accepted:
+                self._labels[s.output] += 1
+
+    def selectable(self) -> int:
+        """How many of the samples kept so far the selector will keep."""
+        return self._selectable(self._labels, self.task) if self._selectable is not None else len(self.kept)
 
     def hold(self, index: int, samples: int) -> bool:
         """Reserve the model checks' calls for ``samples`` samples of item ``index``; False if the budget cannot."""
