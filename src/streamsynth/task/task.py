@@ -180,7 +180,7 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
 #: spec fields added after tasks were first fingerprinted, with their defaults: left out of the
 #: fingerprint while at the default, so a task keeps its fingerprint (and everything seeded from
 #: it, such as a stream's exploration) across versions
-_ADDED_LATER = {("generation", "p_true"): False, ("generation", "max_label_ratio"): 1.5}
+_ADDED_LATER = {("generation", "p_true"): False, ("generation", "max_label_ratio"): 2.0}
 
 
 def _fingerprinted(spec: TaskSpec) -> dict:
