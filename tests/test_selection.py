@@ -159,10 +159,10 @@ def test_label_balance_caps_each_label_at_a_multiple_of_the_rarest_and_keeps_the
 
 def test_label_balance_says_why_a_sample_was_left_out(task):
     pool = _skewed()
-    why = LabelBalance(max_ratio=1.5).why_not(pool[0], task, pool)
+    [why] = LabelBalance(max_ratio=1.5).explain([pool[0]], task, pool)
     assert "5 samples of 'positive'" in why and "2 of 'negative', the rarest" in why and "kept the 3" in why
     assert "max_label_ratio" in why
-    lonely = LabelBalance().why_not(pool[0], task, [s for s in pool if s.output == "positive"])
+    [lonely] = LabelBalance().explain([pool[0]], task, [s for s in pool if s.output == "positive"])
     assert "no sample of 'negative' passed the checks" in lonely
 
 

@@ -5,8 +5,8 @@ asked for. ``MMRSelector`` and ``FacilityLocationSelector`` order the accepted s
 by quality and diversity over sentence embeddings, taking turns over the labels, and keep the first
 ``k`` (or ``fraction``) of them.
 
-A selector may also have ``why_not(sample, task, samples) -> str``: the reason that a sample it
-left out of ``samples`` was not kept (the run writes it into ``rejected.jsonl``).
+A selector may also have ``explain(left_out, task, samples) -> list[str]``: for each sample it
+left out of ``samples``, the reason it was not kept (the run writes it into ``rejected.jsonl``).
 """
 
 from __future__ import annotations
@@ -105,19 +105,18 @@ class LabelBalance(Stateful):
             keep.update(ranked[: caps[lab]])
         return [s for i, s in enumerate(pool) if i in keep]
 
-    def why_not(self, sample: Sample, task: Task, samples: Sequence[Sample] = ()) -> str:
-        """Why ``sample`` was left out, given the samples ``select`` chose from."""
+    def explain(self, left_out: Sequence[Sample], task: Task, samples: Sequence[Sample]) -> list[str]:
+        """Why each of ``left_out`` was not kept, given the samples ``select`` chose from."""
         counts = Counter(s.output for s in samples if s.accepted)
         missing = [lab for lab in task.label_names if not counts[lab]]
         present = {lab: counts[lab] for lab in task.label_names if counts[lab]}
         rarest = min(present, key=lambda lab: (present[lab], lab)) if present else ""
         cap = int(math.ceil(self.max_ratio * present.get(rarest, 0)))
-        text = (f"label balance: {counts[sample.output]} samples of {sample.output!r} passed the checks against "
-                f"{present.get(rarest, 0)} of {rarest!r}, the rarest; kept the {cap} of each label with the best "
-                f"scores (at most {self.max_ratio:g}x the rarest, generation.max_label_ratio)")
+        tail = (f" against {present.get(rarest, 0)} of {rarest!r}, the rarest; kept the {cap} of each label with the "
+                f"best scores (at most {self.max_ratio:g}x the rarest, generation.max_label_ratio)")
         if missing:
-            text += f"; no sample of {', '.join(map(repr, missing))} passed the checks"
-        return text
+            tail += f"; no sample of {', '.join(map(repr, missing))} passed the checks"
+        return [f"label balance: {counts[s.output]} samples of {s.output!r} passed the checks" + tail for s in left_out]
 
 
 # -- shared by the embedding selectors and the SynLearner rewards (streamsynth.learn.feedback) ---------------

@@ -429,11 +429,10 @@ async def _synthesize(
     selected = program.selector.select(checker.kept, task, seed=seed)
     chosen = {s.id for s in selected}
     rejected = list(checker.rejected)
-    why_not = getattr(program.selector, "why_not", None)
-    for s in checker.kept:
-        if s.id not in chosen:
-            why = why_not(s, task, checker.kept) if why_not is not None else f"not chosen by {program.selector.name}"
-            rejected.append(s.reject("selection", why))
+    left_out = [s for s in checker.kept if s.id not in chosen]
+    explain = getattr(program.selector, "explain", None)
+    reasons = explain(left_out, task, checker.kept) if explain is not None else [f"not chosen by {program.selector.name}"] * len(left_out)
+    rejected += [s.reject("selection", why) for s, why in zip(left_out, reasons)]
     final = dataclasses.replace(stats(), accepted=len(selected), rejected=len(rejected))
     return RunResult(
         task=task, accepted=selected, rejected=rejected, stopped_reason=stopped, wall_s=time.perf_counter() - t0,
