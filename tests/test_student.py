@@ -173,3 +173,33 @@ def test_student_eval_oracle_larger_than_the_train_split_is_a_clear_error(tmp_pa
     assert proc.returncode != 0
     assert "--oracle 9" in proc.stderr and "only 8 rows besides the seeds" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_label_balance_bench_rescores_a_generate_run_at_each_cap(tmp_path: Path):
+    from streamsynth.api import generate
+    from streamsynth.backends import FakeBackend
+
+    spec = _tiny_food(tmp_path)  # no dev split: test scores only
+
+    def reply(request):  # "neg" is asked for as often as "pos", but 3 of 4 replies are too short to keep
+        neg = "labeled neg" in request.messages[-1].content
+        if neg and request.sample_index % 4:
+            return "bad"
+        food = ["soup", "pasta", "bread", "cake", "salad", "fish", "rice", "pie"][request.sample_index % 8]
+        return f"The {food} number {request.sample_index} was {'awful, cold and bland' if neg else 'delicious and fresh'}."
+
+    run = tmp_path / "run"
+    generate(spec, FakeBackend(reply), budget=40, seed=0, out=run)
+    out = tmp_path / "lb.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "label_balance.py"), "--spec", str(spec), "--run", str(run),
+                           "--ratios", "0", "1", "--test-rows", "4", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    everything, even = rows["0"], rows["1"]
+    # every sample that passed the checks, including those the default balance left out of samples.jsonl
+    assert everything["by_label"]["pos"] > everything["by_label"]["neg"] > 0
+    assert even["by_label"]["pos"] == even["by_label"]["neg"] == everything["by_label"]["neg"]
+    assert "dev" not in even and 0 <= even["test"]["accuracy"] <= 1
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "label_balance.py"), "--spec", str(spec), "--run", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "holds no samples.jsonl" in bad.stderr and "Traceback" not in bad.stderr
