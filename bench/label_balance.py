@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from student_eval import load, rows_to_xy  # noqa: E402
 
+from streamsynth.errors import ConfigError  # noqa: E402
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
 from streamsynth.quality.select import LabelBalance  # noqa: E402
 from streamsynth.records import Provenance, Sample  # noqa: E402
@@ -66,7 +67,7 @@ def passed_samples(run: Path, task: Any) -> list[Sample]:
                 sample = Sample.from_dict(row)
                 out.append(dataclasses.replace(sample, verdicts=tuple(v for v in sample.verdicts if v.passed),
                                                rejected_reason=None))
-    return out
+    return sorted(out, key=lambda s: s.provenance.sample_index)  # the run's order, as generate's selector saw them
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if not spec_path.is_file():
         raise SystemExit(f"error: task spec {spec_path} not found")
     task = load(spec_path, None)[0]
-    if not task.is_classification or task.test_source is None:
-        raise SystemExit(f"error: {spec_path}: needs a classification task with 'data.test'")
+    if task.kind != "classification" or task.test_source is None:
+        raise SystemExit(f"error: {spec_path}: needs a classification task (generate balances no other kind) with 'data.test'")
+    try:
+        selectors = {r: LabelBalance(max_ratio=r) for r in args.ratios}
+    except ConfigError as exc:
+        raise SystemExit(f"error: --ratios: {exc}") from None
     samples = passed_samples(run, task)
     print(f"{len(samples)} samples passed the checks: {dict(Counter(s.output for s in samples))}")
     embedder = Embedder()
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {"seeds_only": score([])}
     for r in args.ratios:
-        rows[f"{r:g}"] = score(LabelBalance(max_ratio=r).select(samples, task, seed=0))
+        rows[f"{r:g}"] = score(selectors[r].select(samples, task, seed=0))
     for name, row in rows.items():
         parts = "  ".join(f"{k} {v['accuracy']:.3f} (F1 {v['macro_f1']:.3f})" for k, v in row.items() if k in splits)
         print(f"{name:>10}: n {row['n']:4d}  {parts}  {row['by_label']}")

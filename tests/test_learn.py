@@ -85,3 +85,15 @@ def test_split_budget():
     assert split_budget(128, 3) == [43, 43, 42]
     assert split_budget(2, 3) == [1, 1]
     assert sum(split_budget(97, 4)) == 97
+
+
+def test_learning_program_keeps_the_label_balance_unless_told_otherwise(tiny_task_spec):
+    """`generate --store` starts from learning_program(task): it must balance labels like `generate`;
+    the stream's rounds pass KeepAll (they balance at their own selection)."""
+    from streamsynth.learn.learner import learning_program
+    from streamsynth.quality import KeepAll, LabelBalance
+    from streamsynth.task import load_task
+
+    task = load_task(tiny_task_spec)
+    assert isinstance(learning_program(task).selector, LabelBalance)
+    assert isinstance(learning_program(task, selector=KeepAll()).selector, KeepAll)

@@ -141,31 +141,54 @@ def test_selectors_keep_the_selector_contract(make, task, hash_embedder):
 
 
 def _skewed():
-    """Five positive samples (quality rising with i) and two negative ones."""
-    pos = [sample(f"good film {i}", "positive", i=i, reward=0.1 * i) for i in range(5)]
-    neg = [sample(f"bad film {i}", "negative", i=10 + i, reward=0.5) for i in range(2)]
-    return [pos[0], neg[0], pos[1], pos[2], neg[1], pos[3], pos[4]]
+    """Nine positive samples (quality rising with i) and one negative; the task has 3 seeds of each label."""
+    pos = [sample(f"good film {i}", "positive", i=i, reward=0.1 * i) for i in range(9)]
+    neg = sample("bad film", "negative", i=10, reward=0.5)
+    return pos[:2] + [neg] + pos[2:]
 
 
-def test_label_balance_caps_each_label_at_a_multiple_of_the_rarest_and_keeps_the_best(task):
+def test_label_balance_counts_the_seeds_and_keeps_the_best_of_each_label(task):
     pool = _skewed()
-    kept = LabelBalance(max_ratio=1.5).select(pool, task, seed=0)
-    # rarest: 2 negative -> at most ceil(1.5 * 2) = 3 of each label; the 3 best positives (s2, s3, s4), in sample order
-    assert ids(kept) == ["s10", "s2", "s11", "s3", "s4"]
-    assert ids(LabelBalance(max_ratio=1.0).select(pool, task, seed=0)) == ["s10", "s11", "s3", "s4"]
+    # totals with the 3 seeds a label: positive 12, negative 4 (the rarest); at 1.5x no label above 6,
+    # so at most 6 - 3 = 3 positive samples: the 3 best (s6, s7, s8), all kept in sample order
+    assert ids(LabelBalance(max_ratio=1.5).select(pool, task, seed=0)) == ["s10", "s6", "s7", "s8"]
+    assert ids(LabelBalance(max_ratio=1.0).select(pool, task, seed=0)) == ["s10", "s8"]
+    assert ids(LabelBalance(max_ratio=2.0).select(pool, task, seed=0)) == ["s10", "s4", "s5", "s6", "s7", "s8"]
     assert ids(LabelBalance(max_ratio=0).select(pool, task, seed=0)) == ids(pool)  # off
-    assert ids(LabelBalance().select(pool[:1] + pool[2:4], task, seed=0)) == ["s0", "s1", "s2"]  # one label only: nothing to balance
+    # no negative sample at all: its 3 seeds still cap the positives (at 2x: 6 - 3 = 3)
+    only_pos = [s for s in pool if s.output == "positive"]
+    assert ids(LabelBalance(max_ratio=2.0).select(only_pos, task, seed=0)) == ["s6", "s7", "s8"]
+    assert LabelBalance().max_ratio == 1.5  # the default, chosen on dev data (docs/results.md)
+
+
+def test_label_balance_kept_count_is_what_select_keeps(task):
+    from collections import Counter
+
+    pool = _skewed()
+    for r in (0, 1.0, 1.5, 2.0, 3.0):
+        for part in (pool, pool[:3], [s for s in pool if s.output == "positive"], []):
+            sel = LabelBalance(max_ratio=r)
+            assert sel.kept_count(Counter(s.output for s in part), task) == len(sel.select(part, task, seed=0)), (r, len(part))
+
+
+def test_label_balance_cap_is_not_fooled_by_floating_point(task):
+    from collections import Counter
+
+    # 1.1 * 50 is 55.000000000000007 in floating point; the cap is 55, not 56
+    counts = Counter({"negative": 47, "positive": 100})  # + 3 seeds each: negative 50, the rarest
+    assert LabelBalance(max_ratio=1.1).kept_count(counts, task) == 47 + (55 - 3)
 
 
 def test_label_balance_says_why_a_sample_was_left_out(task):
     pool = _skewed()
     [why] = LabelBalance(max_ratio=1.5).explain([pool[0]], task, pool)
-    assert "5 samples of 'positive'" in why and "2 of 'negative', the rarest" in why and "kept the 3" in why
-    assert "max_label_ratio" in why
+    assert "9 samples of 'positive' passed the checks and 3 seeds" in why and "kept at most 3" in why
+    assert "'negative', the rarest, has 4 (3 seeds + 1 samples)" in why and "max_label_ratio" in why
     [lonely] = LabelBalance().explain([pool[0]], task, [s for s in pool if s.output == "positive"])
     assert "no sample of 'negative' passed the checks" in lonely
 
 
 def test_label_balance_refuses_a_ratio_below_one():
-    with pytest.raises(ConfigError, match="0 .off. or at least 1"):
-        LabelBalance(max_ratio=0.5)
+    for bad in (0.5, float("inf")):
+        with pytest.raises(ConfigError, match="0 .off. or a number of at least 1"):
+            LabelBalance(max_ratio=bad)

@@ -361,3 +361,7 @@ def test_a_field_added_later_leaves_existing_fingerprints_alone(tiny_task_spec):
     assert load_task(tiny_task_spec).fingerprint == plain
     tiny_task_spec.write_text(text.replace("label_check: false}", "label_check: false, p_true: true}"))
     assert load_task(tiny_task_spec).fingerprint != plain
+    # how a run selects is not what the task is: the label balance never changes the fingerprint
+    for ratio in ("0", "1.5", "2"):
+        tiny_task_spec.write_text(text.replace("label_check: false}", f"label_check: false, max_label_ratio: {ratio}}}"))
+        assert load_task(tiny_task_spec).fingerprint == plain

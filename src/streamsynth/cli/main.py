@@ -91,7 +91,7 @@ def generate(
     batch_size: int = typer.Option(64, min=1, help="local: most sequences decoded at once (continuous batching)."),
     dtype: str = typer.Option("float32", help="local: float32 (default: the same data set at any concurrency) or bfloat16 (about 2x faster on CPUs with native bf16, but a text may change with the company it is batched with; auto picks it where native)."),
     seed: int = typer.Option(0, help="Seed for sampling and every random choice; the same config and seed give the same data set."),
-    target: Optional[int] = typer.Option(None, min=1, help="Stop once the data set has this many samples (after the checks and the label balance)."),
+    target: Optional[int] = typer.Option(None, min=1, help="Stop once the data set has at least this many samples (after the checks and the label balance)."),
     max_tokens: Optional[int] = typer.Option(None, min=1, help="Hard cap on tokens (prompt + completion)."),
     max_dollars: Optional[float] = typer.Option(None, min=0, help="Hard cap on dollars spent (needs prices)."),
     price_prompt: float = typer.Option(0.0, min=0, help="Dollars per million prompt tokens."),

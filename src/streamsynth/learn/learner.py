@@ -28,7 +28,6 @@ from streamsynth.learn.bandit import priors_from_experience
 from streamsynth.learn.patterns import ExploringStrategy, pattern_space
 from streamsynth.learn.reflect import LessonDraft, hint_text
 from streamsynth.program import SynthesisProgram
-from streamsynth.quality import KeepAll
 from streamsynth.records import Sample
 from streamsynth.task import Task
 
@@ -172,10 +171,13 @@ class SynLearner:
             self.store.add_exemplars(key, chosen)
 
 
-def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedder: Any = None) -> SynthesisProgram:
+def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedder: Any = None,
+                     selector: Any = None) -> SynthesisProgram:
     """The default program with its method replaced by an ``ExploringStrategy`` (uniform policy).
 
-    ``embedder`` (not configuration) is shared with checks that embed, so one model is loaded."""
+    ``embedder`` (not configuration) is shared with checks that embed, so one model is loaded.
+    ``selector`` replaces the base's (``generate --store`` keeps the default label balance; the
+    stream's rounds pass ``KeepAll``)."""
     from streamsynth.program import default_program
 
     base = base or default_program(task)
@@ -185,7 +187,4 @@ def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedd
         if embedder is not None and hasattr(c, "embedder") and getattr(c, "embedder") is None:
             c.embedder = embedder
         checks.append(c)
-    # every accepted sample: the stream balances labels itself (its selector takes turns over the
-    # labels and the dev gate cuts the ranked list), and a sample dropped inside a round would earn
-    # its pattern no reward
-    return SynthesisProgram([ExploringStrategy()], checks, KeepAll())
+    return SynthesisProgram([ExploringStrategy()], checks, selector if selector is not None else base.selector)

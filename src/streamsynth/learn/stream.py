@@ -37,6 +37,7 @@ from streamsynth.learn.learner import SynLearner, descriptor_text, learning_prog
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.quality.clean import normalize_for_dedup
+from streamsynth.quality.select import KeepAll
 from streamsynth.records import Sample
 from streamsynth.runtime.runner import RunResult, RunStats
 from streamsynth.task import Task, load_task
@@ -205,7 +206,11 @@ async def run_learning_task(
     t0 = time.perf_counter()
     emit = on_event or (lambda e: None)
     descriptor = ctx.embedder.encode([descriptor_text(task)])[0]
-    program, experience = ctx.learner.fit(learning_program(task, embedder=ctx.embedder), task, descriptor=descriptor, now=now)
+    # the rounds keep every accepted sample: the stream balances labels itself (its selector takes
+    # turns over the labels and the dev gate cuts the ranked list), and a sample dropped inside a
+    # round would earn its pattern no reward
+    start = learning_program(task, embedder=ctx.embedder, selector=KeepAll())
+    program, experience = ctx.learner.fit(start, task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
     reflect_calls = 1 if ctx.reflect_with_model and budget > ctx.rounds + 1 else 0
     all_samples: list[Sample] = []

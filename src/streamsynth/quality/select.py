@@ -46,56 +46,60 @@ class KeepAll(Stateful):
 
 @component("label_balance")
 class LabelBalance(Stateful):
-    """Keep no label more than ``max_ratio`` times as often as the rarest label.
+    """Keep no label more than ``max_ratio`` times as often as the rarest, counting the seeds.
 
     Why: the generator asks for every label equally often, but checks reject unequally. A small
     synthesizer writes text that sounds positive whatever label it was asked for, and the label
     check rightly rejects most of the "negative" ones. So a run of the sst2 example kept 136
     positive and 40 negative samples, and the benchmark student trained on the seeds plus that set
-    scored below the seeds alone: 0.604 on the test split, against 0.636. The same run capped at
-    2 times the rarest label (80 and 40) scored 0.713. The default, 2, is the best of 1, 1.5, 2 and 3
-    on the mean dev accuracy of the two example tasks with a dev split (sst2 0.732, emotion 0.471;
-    emotion's six labels have few samples each, and a tighter cap costs it more than balance gains;
-    ``bench/label_balance.py``, docs/results.md). A skewed label prior is the classic harm of
-    imbalanced training data (He and Garcia, "Learning from imbalanced data", IEEE TKDE 2009).
+    scored below the seeds alone: 0.604 on the test split, against 0.636. A skewed label prior is
+    the classic harm of imbalanced training data (He and Garcia, "Learning from imbalanced data",
+    IEEE TKDE 2009). The measured caps and how the default was chosen are in docs/results.md
+    (``bench/label_balance.py``).
 
-    Per label, the samples with the best :func:`sample_quality` are kept (ties: sample order),
-    and the kept ones stay in sample order. The rarest label is the rarest among the task's labels
-    that have a sample; a label with none is named in the reasons, since the set cannot be
-    balanced for it. ``max_ratio=0`` keeps everything. Only classification tasks are balanced.
+    The shares that matter are those a student trains on: the seeds plus the samples. So a label's
+    total is its seeds plus its samples, and each label keeps at most ``ceil(max_ratio * rarest
+    total) - its seeds`` samples, the ones with the best :func:`sample_quality` (ties: sample
+    order); the kept stay in sample order. Counting the seeds keeps one stray sample of a rare
+    label from cutting every other label to two, and lets a label with no sample at all cap the
+    others by its seeds. ``max_ratio=0`` keeps everything. Only classification tasks are balanced.
     """
 
     name = "label_balance"
 
-    def __init__(self, max_ratio: float = 2.0) -> None:
-        if not (max_ratio == 0 or max_ratio >= 1):
-            raise ConfigError(f"max_ratio must be 0 (off) or at least 1, got {max_ratio!r}")
+    def __init__(self, max_ratio: float = 1.5) -> None:
+        if not (max_ratio == 0 or 1 <= max_ratio < math.inf):
+            raise ConfigError(f"max_ratio must be 0 (off) or a number of at least 1, got {max_ratio!r}")
         self.max_ratio = float(max_ratio)
 
-    def caps(self, samples: Sequence[Sample], task: Task) -> dict[str, int] | None:
-        """How many samples of each label to keep at most (None: keep all)."""
-        return self._caps(Counter(s.output for s in samples if s.accepted), task)
-
-    def _caps(self, counts: Mapping[str, int], task: Task) -> dict[str, int] | None:
+    def _plan(self, counts: Mapping[str, int], task: Task) -> tuple[dict[str, int], str, dict[str, int]] | None:
+        """(most samples to keep per label, the rarest label, each label's seeds + samples), or None: keep all."""
         if not self.max_ratio or not task.label_names:
             return None
-        present = [counts[lab] for lab in task.label_names if counts.get(lab)]
-        if not present:
+        seeds = Counter(e.output for e in task.seeds)
+        totals = {lab: seeds[lab] + counts.get(lab, 0) for lab in task.label_names}
+        live = {lab: n for lab, n in totals.items() if n}
+        if not live:
             return None
-        cap = int(math.ceil(self.max_ratio * min(present)))
-        return {lab: cap for lab in counts}
+        rarest = min(live, key=lambda lab: (live[lab], lab))
+        most = math.ceil(round(self.max_ratio * live[rarest], 9))  # round first: 1.1 * 50 is 55.000000000000007
+        caps = {lab: max(0, most - seeds[lab]) for lab in set(counts) | set(task.label_names)}
+        return caps, rarest, totals
 
     def kept_count(self, label_counts: Mapping[str, int], task: Task) -> int:
         """How many samples ``select`` keeps of accepted samples with these label counts (a run
         with a target stops when this reaches the target, so the data set has that many)."""
-        caps = self._caps(label_counts, task)
-        return sum(label_counts.values()) if caps is None else sum(min(n, caps[lab]) for lab, n in label_counts.items())
+        plan = self._plan(label_counts, task)
+        if plan is None:
+            return sum(label_counts.values())
+        return sum(min(n, plan[0][lab]) for lab, n in label_counts.items())
 
     def select(self, samples: Sequence[Sample], task: Task, *, seed: int) -> list[Sample]:
         pool = [s for s in samples if s.accepted]
-        caps = self.caps(pool, task)
-        if caps is None:
+        plan = self._plan(Counter(s.output for s in pool), task)
+        if plan is None:
             return pool
+        caps = plan[0]
         by_label: dict[str, list[int]] = {}
         for i, s in enumerate(pool):
             by_label.setdefault(s.output, []).append(i)
@@ -108,15 +112,18 @@ class LabelBalance(Stateful):
     def explain(self, left_out: Sequence[Sample], task: Task, samples: Sequence[Sample]) -> list[str]:
         """Why each of ``left_out`` was not kept, given the samples ``select`` chose from."""
         counts = Counter(s.output for s in samples if s.accepted)
-        missing = [lab for lab in task.label_names if not counts[lab]]
-        present = {lab: counts[lab] for lab in task.label_names if counts[lab]}
-        rarest = min(present, key=lambda lab: (present[lab], lab)) if present else ""
-        cap = int(math.ceil(self.max_ratio * present.get(rarest, 0)))
-        tail = (f" against {present.get(rarest, 0)} of {rarest!r}, the rarest; kept the {cap} of each label with the "
-                f"best scores (at most {self.max_ratio:g}x the rarest, generation.max_label_ratio)")
+        plan = self._plan(counts, task)
+        if plan is None:
+            return ["not chosen by label_balance"] * len(left_out)
+        caps, rarest, totals = plan
+        seeds = Counter(e.output for e in task.seeds)
+        missing = [lab for lab in task.label_names if not counts.get(lab)]
+        tail = (f"; {rarest!r}, the rarest, has {totals[rarest]} ({seeds[rarest]} seeds + {counts.get(rarest, 0)} samples), "
+                f"and no label may have more than {self.max_ratio:g}x that (generation.max_label_ratio)")
         if missing:
             tail += f"; no sample of {', '.join(map(repr, missing))} passed the checks"
-        return [f"label balance: {counts[s.output]} samples of {s.output!r} passed the checks" + tail for s in left_out]
+        return [f"label balance: {counts[s.output]} samples of {s.output!r} passed the checks and {seeds[s.output]} seeds "
+                f"stand for it; kept at most {caps[s.output]}, the best-scored" + tail for s in left_out]
 
 
 # -- shared by the embedding selectors and the SynLearner rewards (streamsynth.learn.feedback) ---------------

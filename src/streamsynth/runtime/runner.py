@@ -282,8 +282,12 @@ async def _synthesize(
 ) -> RunResult:
     t0 = time.perf_counter()
     meter = engine.meter
-    if meter.max_queries is None and meter.max_tokens is None and meter.max_dollars is None and target is None:
+    unbounded = meter.max_queries is None and meter.max_tokens is None and meter.max_dollars is None
+    if unbounded and target is None:
         raise ValueError("give a budget (max_queries, max_tokens or max_dollars) or a target; the run would not end")
+    if unbounded and getattr(program.selector, "kept_count", None) is not None:
+        raise ValueError(f"give a budget with the target: the {program.selector.name} selector may never keep {target} "
+                         "samples (a label whose samples keep failing the checks caps the others), and the run would not end")
     program = program.fresh()  # the caller's program is never changed
     done: dict[int, list[Sample]] = {}
     resumed = 0

@@ -165,8 +165,8 @@ class GenerationSpec(_Strict):
         False, description="ask the synthesizer whether each sample carries its label (P(True)); one more call a sample"
     )
     max_label_ratio: float = Field(
-        2.0, ge=0, description="classification: keep no label more than this many times as often as the rarest "
-        "(the best-scored samples of each label stay); 0 keeps every sample"
+        1.5, ge=0, allow_inf_nan=False, description="classification: keep no label more than this many times as often as the rarest, "
+        "counting its seeds (the best-scored samples of each label stay); 0 keeps every sample"
     )
     input_noun: str = Field("text", description="what one input is called in prompts, e.g. 'movie review sentence'")
 

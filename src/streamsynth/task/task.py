@@ -180,7 +180,10 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
 #: spec fields added after tasks were first fingerprinted, with their defaults: left out of the
 #: fingerprint while at the default, so a task keeps its fingerprint (and everything seeded from
 #: it, such as a stream's exploration) across versions
-_ADDED_LATER = {("generation", "p_true"): False, ("generation", "max_label_ratio"): 2.0}
+_ADDED_LATER = {("generation", "p_true"): False}
+#: spec fields that say how a run selects, not what the task is: never fingerprinted (a run's own
+#: fingerprint holds its selector), so changing them does not reseed a stream's exploration
+_NOT_IDENTITY = (("generation", "max_label_ratio"),)
 
 
 def _fingerprinted(spec: TaskSpec) -> dict:
@@ -189,4 +192,8 @@ def _fingerprinted(spec: TaskSpec) -> dict:
         part = data.get(section)
         if isinstance(part, dict) and part.get(key) == default:
             del part[key]
+    for section, key in _NOT_IDENTITY:
+        part = data.get(section)
+        if isinstance(part, dict):
+            part.pop(key, None)
     return data

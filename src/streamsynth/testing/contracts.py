@@ -160,4 +160,9 @@ def check_selector(selector: Any, task: Any, samples: Sequence[Sample]) -> None:
     ids = {s.id for s in samples}
     assert all(s.id in ids for s in a), "select() may only return samples it was given"
     assert [s.id for s in selector.select(list(samples), task, seed=0)] == [s.id for s in a], "same seed, same selection"
+    if getattr(selector, "kept_count", None) is not None:
+        from collections import Counter
+
+        counts = Counter(s.output for s in samples if s.accepted)
+        assert selector.kept_count(counts, task) == len(a), "kept_count() must say how many select() keeps"
     _state_round_trip(selector)
