@@ -89,7 +89,10 @@ def test_stream_runs_learns_and_carries_experience(stream_file, tmp_path, hash_e
     # task 1 taught that 'direct' prompts write text of the right label: task 2's priors favour them
     best = second.experience["prior_best_patterns"]
     assert best and best[0]["pattern"].startswith("tpl=direct")
-    assert first.patterns and max(first.patterns, key=lambda p: first.patterns[p]["mean_reward"]).startswith("tpl=direct")
+    by_template: dict[str, list[float]] = {}
+    for p, v in first.patterns.items():
+        by_template.setdefault(p.split("|")[0], []).extend([v["mean_reward"]] * v["n"])
+    assert max(by_template, key=lambda t: sum(by_template[t]) / len(by_template[t])) == "tpl=direct"
     with ExperienceStore(tmp_path / "exp.sqlite") as st:
         assert [t.name for t in st.tasks()] == ["films", "books"]
         assert any(lesson.kind == "hint" for lesson in st.retrieve_lessons(hash_embedder.encode(["film review"])[0], now=2, k=10))
@@ -203,3 +206,31 @@ def test_weight_fits_follow_each_task_and_train_last_skips_the_final_one(stream_
     assert starts["films"] is None  # the first fit starts from the base model
     assert [getattr(a, "name", a) for a in written_with] == [None, "after-films"]  # task 2 is written with task 1's adapter
     assert (outcomes[-1].adapter is not None) == train_last
+
+
+def test_utility_credit_moves_the_policy_and_the_store(stream_file, tmp_path, hash_embedder):
+    """'direct' prompts write text of the asked label, the others of the other label: leaving the
+    others' samples out raises dev accuracy, so credit lifts 'direct' above what its rewards say."""
+    on, _ = run(stream_file, tmp_path / "on", label_true, hash_embedder, store=str(tmp_path / "on.sqlite"))
+    off, _ = run(stream_file, tmp_path / "off", label_true, hash_embedder, store=str(tmp_path / "off.sqlite"),
+                 credit={"weight": 0})
+    learn_on = json.loads((Path(on[0].out_dir) / "manifest.json").read_text())["learning"]
+    learn_off = json.loads((Path(off[0].out_dir) / "manifest.json").read_text())["learning"]
+    assert learn_off["credit"] == []
+    first = next(entry for entry in learn_on["credit"] if any(p.startswith("tpl=") for p in entry["parts"]))
+    tpl = {p: c["value"] for p, c in first["parts"].items() if p.startswith("tpl=")}
+    assert tpl["tpl=direct"] > 0 and max(tpl, key=tpl.get) == "tpl=direct"
+
+    def direct_mean(patterns):  # the mean reward of every sample written with the 'direct' template
+        got = [(v["n"], v["mean_reward"]) for p, v in patterns.items() if p.startswith("tpl=direct")]
+        return sum(n * m for n, m in got) / sum(n for n, _ in got)
+
+    assert direct_mean(on[0].patterns) > direct_mean(off[0].patterns)
+    with ExperienceStore(tmp_path / "on.sqlite") as a, ExperienceStore(tmp_path / "off.sqlite") as b:
+        stored = []
+        for st in (a, b):
+            stats = st.all_pattern_stats()
+            key = next(k for k in stats if k.startswith("films@"))
+            stored.append(direct_mean({p: {"n": v.n, "mean_reward": v.mean} for p, v in stats[key].items()}))
+        assert stored[0] == pytest.approx(direct_mean(on[0].patterns), abs=1e-3)  # the store keeps the credited rewards
+        assert stored[1] == pytest.approx(direct_mean(off[0].patterns), abs=1e-3)

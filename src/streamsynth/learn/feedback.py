@@ -555,6 +555,19 @@ class DevUtility(UsesEmbedder):
                   f"above {seed_only:.3f} with seeds alone (best: {scores[best]:.3f} keeping {best})")
         return PrefixChoice(0, scores, seed_only, reason)
 
+    def leave_out(self, task: Task, samples: Sequence[Sample], groups: Mapping[str, Sequence[str]]) -> tuple[float, dict[str, float]]:
+        """Utility with all ``samples``, and without each group's (group name -> sample ids): the
+        leave-part-out scores :class:`~streamsynth.learn.credit.PatternCredit` credits patterns with.
+        Scored like ``evaluate`` (dev rows, or the repeated seed cross-validation); never the test split."""
+        samples = list(samples)
+        method, splits = self._splits(task)
+        everything = _fold_mean(self._correct(task, splits, samples))
+        without = {}
+        for name, ids in groups.items():
+            drop = set(ids)
+            without[name] = _fold_mean(self._correct(task, splits, [s for s in samples if s.id not in drop]))
+        return everything, without
+
     # -- internals --------------------------------------------------------------------------------------
     def _texts(self, examples: Sequence[Example], task: Task) -> list[str]:
         return [example_text(e.inputs, task.input_fields) for e in examples]

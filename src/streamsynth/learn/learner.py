@@ -142,8 +142,12 @@ class SynLearner:
     # -- after a task ----------------------------------------------------------------------
     def remember(self, task: Task, descriptor: np.ndarray, samples: Sequence[Sample], rewards: Mapping[str, float], *,
                  now: float, lessons: Sequence[LessonDraft], embed: Any, kept: Sequence[Sample] = (),
-                 meta: Mapping[str, Any] | None = None, exemplars: int = 8) -> None:
-        """Write what the task taught into the store: rewards per pattern, lessons, exemplars."""
+                 meta: Mapping[str, Any] | None = None, exemplars: int = 8,
+                 pattern_rewards: Mapping[str, float] | None = None) -> None:
+        """Write what the task taught into the store: rewards per pattern, lessons, exemplars.
+
+        ``pattern_rewards`` (sample id -> reward) are what the patterns earned, when they differ from
+        the samples' own ``rewards`` (utility credit, learn/credit.py); exemplars go by ``rewards``."""
         if self.store is None:
             return
         from streamsynth.learn.store import Exemplar
@@ -151,8 +155,9 @@ class SynLearner:
         key = task_key(task)
         self.store.add_task(key, name=task.name, descriptor=descriptor, labels=task.label_names, meta=dict(meta or {}))
         by_pattern: dict[str, list[float]] = {}
+        earned = pattern_rewards if pattern_rewards is not None else rewards
         for s in samples:
-            by_pattern.setdefault(s.provenance.pattern, []).append(float(rewards.get(s.id, 0.0)))
+            by_pattern.setdefault(s.provenance.pattern, []).append(float(earned.get(s.id, 0.0)))
         for pid, rs in sorted(by_pattern.items()):
             self.store.record_rewards(key, pid, rs)
         if lessons:

@@ -61,6 +61,12 @@ class SelectionSpec(_Strict):
     cv_repeats: int = Field(5, ge=1, le=50, description="without a dev split: repeats of the seed cross-validation")
 
 
+class CreditSpec(_Strict):
+    weight: float = Field(1.0, ge=0, description="scale of the leave-part-out utility credit added to rewards; 0: off")
+    max_shift: float = Field(0.5, ge=0, le=1, description="the most a sample's reward moves by credit")
+    min_part: int = Field(3, ge=1, description="pattern parts with fewer accepted samples are not credited")
+
+
 class WeightsSpec(_Strict):
     min_reward: float = Field(0.6, ge=0, le=1)
     sft_epochs: int = Field(2, ge=1)
@@ -76,6 +82,7 @@ class StreamSpec(_Strict):
     seed: int = 0
     reflect_with_model: bool = True
     reward: RewardSpec = RewardSpec()
+    credit: CreditSpec = CreditSpec()
     selection: SelectionSpec = SelectionSpec()
     weights: WeightsSpec = WeightsSpec()
 
@@ -157,6 +164,8 @@ class LearningContext:
     utility: Any
     embedder: Any
     rounds: int = 3
+    #: a PatternCredit (learn/credit.py), or None: pattern rewards are the per-sample rewards alone
+    credit: Any = None
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     reflect_with_model: bool = True
 
@@ -218,6 +227,8 @@ async def run_learning_task(
     parts: dict[str, dict[str, float]] = {}
     rounds: list[tuple[int, Any]] = []
     feedback_all: dict[str, Any] = {}
+    credited: dict[str, float] = {}  # rewards with the patterns' utility credit: what the policy and store see
+    credits: list[dict[str, Any]] = []
     calls = 0
     policy_start = dict(program.methods[0].policy)
     for r, b in enumerate(split_budget(budget - reflect_calls, ctx.rounds)):
@@ -238,9 +249,14 @@ async def run_learning_task(
             for fb in feedback:
                 rewards[fb.sample_id] = float(fb.reward)
                 parts[fb.sample_id] = {"label": float(fb.label), "quality": float(fb.quality), "diversity": float(fb.diversity)}
+            if ctx.credit is not None:
+                # what each pattern part's samples do to the student on dev data (or seed CV)
+                found = ctx.credit.credit(task, pool)
+                credited.update(found.apply({s.id: rewards[s.id] for s in pool}))
+                credits.append({"round": r, **found.summary()})
         for s in new:
             rewards.setdefault(s.id, 0.0)  # a rejected sample earned nothing for its pattern
-            round_rewards.setdefault(s.provenance.pattern, []).append(rewards[s.id])
+            round_rewards.setdefault(s.provenance.pattern, []).append(credited.get(s.id, rewards[s.id]))
         all_samples += new
         program = ctx.learner.partial_fit(program, round_rewards)
         emit({"event": "round", "task": task.name, "round": r, "calls": res.stats.queries, "accepted": len(res.accepted),
@@ -274,12 +290,13 @@ async def run_learning_task(
     if reflection:
         lessons.append(LessonDraft(f"Reflection on {task.name}: {reflection}", importance=2.0, kind="reflection"))
     ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
-                         kept=kept, meta={"utility": dataclasses.asdict(choice)})
+                         kept=kept, meta={"utility": dataclasses.asdict(choice)},
+                         pattern_rewards={s.id: credited.get(s.id, rewards.get(s.id, 0.0)) for s in all_samples})
     # -- report and write ------------------------------------------------------------------------
     div = SetDiversity(embedder=ctx.embedder).summary(kept, task) if kept else {}
     by_pattern: dict[str, list[float]] = {}
     for s in all_samples:
-        by_pattern.setdefault(s.provenance.pattern, []).append(rewards.get(s.id, 0.0))
+        by_pattern.setdefault(s.provenance.pattern, []).append(credited.get(s.id, rewards.get(s.id, 0.0)))
     helped = choice.keep > 0
     message = (f"kept {choice.keep} synthetic samples: they raised dev utility from {choice.seed_only:.3f} to "
                f"{choice.scores.get(choice.keep, choice.seed_only):.3f}" if helped else
@@ -307,7 +324,7 @@ async def run_learning_task(
                               run_fingerprint=fingerprint({"task": task.fingerprint, "seed": seed, "budget": budget}), seed=seed)
     manifest["learning"] = {"experience": experience.summary(), "policy_start": policy_start,
                             "policy_end": program.methods[0].policy, "patterns": outcome.patterns,
-                            "utility": outcome.utility, "message": message, "lessons_written": [x.text for x in lessons]}
+                            "utility": outcome.utility, "credit": credits, "message": message, "lessons_written": [x.text for x in lessons]}
     write_run(out_dir, result, manifest)
     emit({"event": "task_done", **outcome.to_dict()})
     extras = {"rounds": rounds, "kept": kept, "rewards": rewards, "all": all_samples}
@@ -352,6 +369,7 @@ async def arun_stream(
     data sets needs no adapter that no later task of the run uses (a user's stream keeps it, for the
     next stream or ``generate`` that starts from this store).
     """
+    from streamsynth.learn.credit import PatternCredit
     from streamsynth.learn.feedback import DevUtility, Reward
     from streamsynth.learn.store import ExperienceStore
     from streamsynth.quality.select import MMRSelector
@@ -387,10 +405,12 @@ async def arun_stream(
                 outcomes.append(TaskOutcome(**done[pos]))
                 emit({"event": "task_resumed", **done[pos]})
                 continue
+            utility = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
             ctx = LearningContext(
                 learner=SynLearner(store if explicit else None), reward=Reward(spec.reward.model_dump(), embedder=embedder),
                 selector=MMRSelector(balance=spec.selection.balance, embedder=embedder),
-                utility=DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats), embedder=embedder, rounds=spec.rounds,
+                utility=utility, embedder=embedder, rounds=spec.rounds,
+                credit=PatternCredit(utility, **spec.credit.model_dump()) if spec.credit.weight > 0 else None,
                 selection=spec.selection, reflect_with_model=spec.reflect_with_model,
             )
             backend = make_backend(adapter)
