@@ -40,6 +40,10 @@ def test_credit_rewards_the_part_whose_samples_help_and_docks_the_one_that_hurts
     assert good.contribution > 0 > bad.contribution  # leaving the flipped labels out raises dev accuracy
     assert good.value > 0 > bad.value
     assert good.value * good.n + bad.value * bad.n == pytest.approx(0, abs=1e-9)  # relative to their dimension
+    n_all, mean = 18, (good.contribution + bad.contribution) / 18
+    assert good.value == pytest.approx(n_all * (good.contribution / 16 - mean))
+    assert bad.value == pytest.approx(n_all * (bad.contribution / 2 - mean))
+    assert found.shift["s0"] == pytest.approx(min(0.5, good.value))
     # shots and temperature have one value each: nothing to compare, no credit
     assert set(found.parts) == {"tpl=good", "tpl=bad"}
     assert all(found.shift[f"s{i}"] > 0 for i in range(16)) and all(found.shift[f"s{100 + i}"] < 0 for i in range(2))
@@ -75,7 +79,7 @@ def test_rejected_samples_are_not_credited(hash_embedder):
 
 
 def test_credit_settings_are_validated(hash_embedder):
-    for bad in ({"weight": -1}, {"max_shift": 2}, {"min_part": 0}, {"min_part": 1.5}):
+    for bad in ({"weight": -1}, {"weight": float("inf")}, {"max_shift": 2}, {"min_part": 0}, {"min_part": 1.5}):
         with pytest.raises(ConfigError):
             PatternCredit(DevUtility(embedder=hash_embedder), **bad)
 
@@ -83,6 +87,17 @@ def test_credit_settings_are_validated(hash_embedder):
 def test_leave_out_matches_evaluate(hash_embedder, no_reading):
     task = make_task(FEW_SEEDS, DEV)
     du = DevUtility(embedder=hash_embedder)
+    samples = _mixed()
+    everything, without = du.leave_out(task, samples, {"bad": ["s100", "s101"]})
+    assert everything == du.evaluate(task, samples).with_synthetic
+    assert without["bad"] == du.evaluate(task, samples[:16]).with_synthetic
+
+
+def test_leave_out_cross_validates_over_the_seeds_without_dev(hash_embedder, no_reading):
+    seeds = [(f"a {w} movie", "positive") for w in ("wonderful", "superb", "brilliant", "delightful")]
+    seeds += [(f"a {w} movie", "negative") for w in ("dull", "awful", "boring", "tedious")]
+    task = make_task(seeds, test_source=DataSource("jsonl", "/nonexistent/test.jsonl"))
+    du = DevUtility(embedder=hash_embedder, folds=4)
     samples = _mixed()
     everything, without = du.leave_out(task, samples, {"bad": ["s100", "s101"]})
     assert everything == du.evaluate(task, samples).with_synthetic

@@ -285,6 +285,12 @@ def stream(
         return _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
                              timeout=60.0, batch_size=batch_size, cache_dir=cache_root, adapter=adapter)
 
+    def _credit_text(credit):
+        if not credit:
+            return ""
+        (best, b), (worst, w) = credit["best"], credit["worst"]
+        return f"; utility credit: best {best} ({b:+.3f}), worst {worst} ({w:+.3f})"
+
     def show(e):
         kind = e.get("event")
         if kind == "task_start":
@@ -295,7 +301,7 @@ def stream(
                       f"exemplars {e['exemplars']}", highlight=False)
         elif kind == "round" and not quiet:
             con.print(f"  round {e['round'] + 1}: {e['calls']} calls, {e['accepted']} accepted, "
-                      f"mean reward {e['mean_reward']:.3f}", highlight=False)
+                      f"mean reward {e['mean_reward']:.3f}" + _credit_text(e.get("credit")), highlight=False)
         elif kind == "weights":
             con.print(f"  weights: LoRA adapter trained in {e['seconds']:.1f} s", highlight=False)
         elif kind == "task_resumed":

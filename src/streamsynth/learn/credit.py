@@ -29,6 +29,7 @@ Zou 2019) applied to the choices that made the samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -86,7 +87,7 @@ class PatternCredit:
     """
 
     def __init__(self, utility: Any, *, weight: float = 1.0, max_shift: float = 0.5, min_part: int = 3) -> None:
-        if not (isinstance(weight, (int, float)) and weight >= 0):
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ConfigError(f"credit weight must be a number >= 0 (0 turns credit off); got {weight!r}")
         if not (isinstance(max_shift, (int, float)) and 0 <= max_shift <= 1):
             raise ConfigError(f"credit max_shift must lie within [0, 1] (a reward shift); got {max_shift!r}")

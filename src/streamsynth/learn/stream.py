@@ -62,7 +62,8 @@ class SelectionSpec(_Strict):
 
 
 class CreditSpec(_Strict):
-    weight: float = Field(1.0, ge=0, description="scale of the leave-part-out utility credit added to rewards; 0: off")
+    weight: float = Field(0.0, ge=0, allow_inf_nan=False,
+                          description="scale of the leave-part-out utility credit added to rewards; 0 (default): off")
     max_shift: float = Field(0.5, ge=0, le=1, description="the most a sample's reward moves by credit")
     min_part: int = Field(3, ge=1, description="pattern parts with fewer accepted samples are not credited")
 
@@ -96,7 +97,10 @@ class Stream:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint({"spec": self.spec.model_dump(), "tasks": [str(p) for p in self.task_paths]})
+        spec = self.spec.model_dump()
+        if self.spec.credit == CreditSpec():
+            del spec["credit"]  # streams written before credit existed still resume
+        return fingerprint({"spec": spec, "tasks": [str(p) for p in self.task_paths]})
 
 
 def load_stream(path: str | Path, **overrides: Any) -> Stream:
@@ -241,6 +245,7 @@ async def run_learning_task(
         new = list(res.accepted) + list(res.rejected)
         scored = list(res.accepted)
         round_rewards: dict[str, list[float]] = {}
+        ranked_parts: list[tuple[str, float]] = []
         if scored:
             # rewards are computed over everything accepted so far, so diversity is set-level
             pool = [s for s in all_samples if s.accepted] + scored
@@ -253,14 +258,17 @@ async def run_learning_task(
                 # what each pattern part's samples do to the student on dev data (or seed CV)
                 found = ctx.credit.credit(task, pool)
                 credited.update(found.apply({s.id: rewards[s.id] for s in pool}))
-                credits.append({"round": r, **found.summary()})
+                if found.parts:
+                    credits.append({"round": r, **found.summary()})
+                ranked_parts = sorted(((p, c.value) for p, c in found.parts.items()), key=lambda pv: (-pv[1], pv[0]))
         for s in new:
             rewards.setdefault(s.id, 0.0)  # a rejected sample earned nothing for its pattern
             round_rewards.setdefault(s.provenance.pattern, []).append(credited.get(s.id, rewards[s.id]))
         all_samples += new
         program = ctx.learner.partial_fit(program, round_rewards)
         emit({"event": "round", "task": task.name, "round": r, "calls": res.stats.queries, "accepted": len(res.accepted),
-              "mean_reward": _mean([rewards[s.id] for s in new])})
+              "mean_reward": _mean([rewards[s.id] for s in new]),
+              "credit": {"best": ranked_parts[0], "worst": ranked_parts[-1]} if ranked_parts else None})
     # -- select: rank by quality-weighted MMR, then keep the prefix that helps on dev -------------
     accepted = with_feedback([s for s in all_samples if s.accepted], list(feedback_all.values()))
     accepted, dups = _dedup(accepted, task.input_fields)
