@@ -89,7 +89,11 @@ def test_stream_runs_learns_and_carries_experience(stream_file, tmp_path, hash_e
     # task 1 taught that 'direct' prompts write text of the right label: task 2's priors favour them
     best = second.experience["prior_best_patterns"]
     assert best and best[0]["pattern"].startswith("tpl=direct")
-    assert first.patterns and max(first.patterns, key=lambda p: first.patterns[p]["mean_reward"]).startswith("tpl=direct")
+    # (per pattern the means are noisy: a few samples each, moved by the utility credit; per template they are not)
+    by_template: dict[str, list[float]] = {}
+    for p, v in first.patterns.items():
+        by_template.setdefault(p.split("|")[0], []).extend([v["mean_reward"]] * v["n"])
+    assert max(by_template, key=lambda t: sum(by_template[t]) / len(by_template[t])) == "tpl=direct"
     with ExperienceStore(tmp_path / "exp.sqlite") as st:
         assert [t.name for t in st.tasks()] == ["films", "books"]
         assert any(lesson.kind == "hint" for lesson in st.retrieve_lessons(hash_embedder.encode(["film review"])[0], now=2, k=10))
@@ -173,9 +177,9 @@ def test_default_credit_leaves_the_stream_fingerprint_as_before(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("tasks: [t.yaml]\n")
     plain = load_stream(f)
-    f.write_text("tasks: [t.yaml]\ncredit: {weight: 0}\n")
-    assert load_stream(f).fingerprint == plain.fingerprint
     f.write_text("tasks: [t.yaml]\ncredit: {weight: 1}\n")
+    assert load_stream(f).fingerprint == plain.fingerprint
+    f.write_text("tasks: [t.yaml]\ncredit: {weight: 0}\n")
     assert load_stream(f).fingerprint != plain.fingerprint
 
 
@@ -224,9 +228,9 @@ def test_weight_fits_follow_each_task_and_train_last_skips_the_final_one(stream_
 def test_utility_credit_moves_the_policy_and_the_store(stream_file, tmp_path, hash_embedder):
     """'direct' prompts write text of the asked label, the others of the other label: leaving the
     others' samples out raises dev accuracy, so credit lifts 'direct' above what its rewards say."""
-    on, _ = run(stream_file, tmp_path / "on", label_true, hash_embedder, store=str(tmp_path / "on.sqlite"),
-                credit={"weight": 1.0})
-    off, _ = run(stream_file, tmp_path / "off", label_true, hash_embedder, store=str(tmp_path / "off.sqlite"))  # default: off
+    on, _ = run(stream_file, tmp_path / "on", label_true, hash_embedder, store=str(tmp_path / "on.sqlite"))  # default: on
+    off, _ = run(stream_file, tmp_path / "off", label_true, hash_embedder, store=str(tmp_path / "off.sqlite"),
+                 credit={"weight": 0})
     learn_on = json.loads((Path(on[0].out_dir) / "manifest.json").read_text())["learning"]
     learn_off = json.loads((Path(off[0].out_dir) / "manifest.json").read_text())["learning"]
     assert learn_off["credit"] == [] and learn_on["credit"]
@@ -257,7 +261,6 @@ def test_the_stream_command_runs_on_the_fake_backend_and_prints_per_task(stream_
 
     from streamsynth.cli.main import app
 
-    stream_file.write_text(stream_file.read_text() + "credit: {weight: 1.0}\n")
     result = CliRunner().invoke(app, ["stream", str(stream_file), "--backend", "fake", "--out", str(tmp_path / "cli"),
                                       "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output

@@ -62,8 +62,8 @@ class SelectionSpec(_Strict):
 
 
 class CreditSpec(_Strict):
-    weight: float = Field(0.0, ge=0, allow_inf_nan=False,
-                          description="scale of the leave-part-out utility credit added to rewards; 0 (default): off")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False,
+                          description="scale of the leave-part-out utility credit added to rewards; 0: off")
     max_shift: float = Field(0.5, ge=0, le=1, description="the most a sample's reward moves by credit")
     min_part: int = Field(3, ge=1, description="pattern parts with fewer accepted samples are not credited")
 
