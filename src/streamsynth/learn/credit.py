@@ -111,13 +111,14 @@ class PatternCredit:
         for part, ids in groups.items():
             if len(ids) >= self.min_part:
                 by_dim.setdefault(_dimension(part), []).append(part)
-        counted = {p: groups[p] for parts in by_dim.values() if len(parts) >= 2 for p in parts}
+        by_dim = {d: parts for d, parts in by_dim.items() if len(parts) >= 2}
+        counted = {p: groups[p] for parts in by_dim.values() for p in parts}
         if self.weight == 0 or not counted:
             return CreditResult(utility=float("nan"))  # nothing to compare: no student is trained
         everything, without = self.utility.leave_out(task, samples, counted)
         contribution = {p: everything - without[p] for p in counted}
         dim_mean = {d: sum(contribution[p] for p in parts) / sum(len(counted[p]) for p in parts)
-                    for d, parts in by_dim.items() if len(parts) >= 2}
+                    for d, parts in by_dim.items()}
         credits = {}
         for p in counted:
             value = n_all * (contribution[p] / len(counted[p]) - dim_mean[_dimension(p)])

@@ -297,14 +297,14 @@ async def run_learning_task(
     lessons = reflect(task.name, all_samples, rewards, parts=parts)
     if reflection:
         lessons.append(LessonDraft(f"Reflection on {task.name}: {reflection}", importance=2.0, kind="reflection"))
+    earned = {s.id: credited.get(s.id, rewards[s.id]) for s in all_samples}  # what each sample's pattern earned
     ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
-                         kept=kept, meta={"utility": dataclasses.asdict(choice)},
-                         pattern_rewards={s.id: credited.get(s.id, rewards.get(s.id, 0.0)) for s in all_samples})
+                         kept=kept, meta={"utility": dataclasses.asdict(choice)}, pattern_rewards=earned)
     # -- report and write ------------------------------------------------------------------------
     div = SetDiversity(embedder=ctx.embedder).summary(kept, task) if kept else {}
     by_pattern: dict[str, list[float]] = {}
     for s in all_samples:
-        by_pattern.setdefault(s.provenance.pattern, []).append(credited.get(s.id, rewards.get(s.id, 0.0)))
+        by_pattern.setdefault(s.provenance.pattern, []).append(earned[s.id])
     helped = choice.keep > 0
     message = (f"kept {choice.keep} synthetic samples: they raised dev utility from {choice.seed_only:.3f} to "
                f"{choice.scores.get(choice.keep, choice.seed_only):.3f}" if helped else
