@@ -523,7 +523,7 @@ class DevUtility(UsesEmbedder):
                              sum(len(s.test_labels) for s in splits))
 
     def best_prefix(self, task: Task, ranked: Sequence[Sample], *, fractions: Sequence[float] = (0, 0.25, 0.5, 0.75, 1.0),
-                    min_gain: float = 0.005, confidence_z: float = 1.0) -> PrefixChoice:
+                    min_gain: float = 0.005, confidence_z: float = 0.5) -> PrefixChoice:
         """Keep the first k of ``ranked`` (best first) for the k among ``fractions`` of it that scores
         best; keep 0 unless that beats seeds alone by more than ``min_gain`` and by more than
         ``confidence_z`` standard errors of the gain (paired over the scored rows: the same rows are

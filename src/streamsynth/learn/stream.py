@@ -57,7 +57,7 @@ class SelectionSpec(_Strict):
     balance: float = Field(0.7, ge=0, le=1, description="1: quality only; 0: diversity only")
     min_gain: float = Field(0.005, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
     fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0])
-    confidence_z: float = Field(1.0, ge=0, description="the gain must also exceed this many standard errors")
+    confidence_z: float = Field(0.5, ge=0, description="the gain must also exceed this many standard errors")
     cv_repeats: int = Field(5, ge=1, le=50, description="without a dev split: repeats of the seed cross-validation")
 
 
