@@ -35,11 +35,11 @@ from stream import read_kept  # noqa: E402
 from student_eval import load, rows_to_xy  # noqa: E402
 
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
+from streamsynth.learn.feedback import GATE_FRACTIONS as FRACTIONS  # noqa: E402
 from streamsynth.learn.feedback import DevUtility  # noqa: E402
 from streamsynth.records import Sample  # noqa: E402
 from streamsynth.task import read_rows  # noqa: E402
 
-FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -450,6 +450,14 @@ class UtilityResult:
     n_eval: int
 
 
+#: the dev gate's defaults (the stream's ``selection:`` block starts from them): the prefixes tried,
+#: the least gain kept, and how many paired standard errors the gain must exceed (0.5: chosen by
+#: replaying the gate, docs/results.md "How sure must the gate be?")
+GATE_FRACTIONS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+GATE_MIN_GAIN = 0.005
+GATE_CONFIDENCE_Z = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class PrefixChoice:
     """How many of a ranked list to keep: ``scores`` maps a kept count to its utility (0: seeds alone)."""
@@ -522,8 +530,8 @@ class DevUtility(UsesEmbedder):
         return UtilityResult(method, seed_only, with_synthetic, with_synthetic - seed_only,
                              sum(len(s.test_labels) for s in splits))
 
-    def best_prefix(self, task: Task, ranked: Sequence[Sample], *, fractions: Sequence[float] = (0, 0.25, 0.5, 0.75, 1.0),
-                    min_gain: float = 0.005, confidence_z: float = 0.5) -> PrefixChoice:
+    def best_prefix(self, task: Task, ranked: Sequence[Sample], *, fractions: Sequence[float] = GATE_FRACTIONS,
+                    min_gain: float = GATE_MIN_GAIN, confidence_z: float = GATE_CONFIDENCE_Z) -> PrefixChoice:
         """Keep the first k of ``ranked`` (best first) for the k among ``fractions`` of it that scores
         best; keep 0 unless that beats seeds alone by more than ``min_gain`` and by more than
         ``confidence_z`` standard errors of the gain (paired over the scored rows: the same rows are

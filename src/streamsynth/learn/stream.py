@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamsynth.errors import ConfigError, SpecError
 from streamsynth.fingerprint import derive_seed, fingerprint
+from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
@@ -55,9 +56,9 @@ class RewardSpec(_Strict):
 
 class SelectionSpec(_Strict):
     balance: float = Field(0.7, ge=0, le=1, description="1: quality only; 0: diversity only")
-    min_gain: float = Field(0.005, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
-    fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0])
-    confidence_z: float = Field(0.5, ge=0, description="the gain must also exceed this many standard errors")
+    min_gain: float = Field(GATE_MIN_GAIN, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
+    fractions: list[float] = Field(list(GATE_FRACTIONS))
+    confidence_z: float = Field(GATE_CONFIDENCE_Z, ge=0, description="the gain must also exceed this many standard errors")
     cv_repeats: int = Field(5, ge=1, le=50, description="without a dev split: repeats of the seed cross-validation")
 
 
