@@ -39,15 +39,27 @@ def test_credit_rewards_the_part_whose_samples_help_and_docks_the_one_that_hurts
     assert (good.n, bad.n) == (16, 2)
     assert good.contribution > 0 > bad.contribution  # leaving the flipped labels out raises dev accuracy
     assert good.value > 0 > bad.value
-    assert good.value * good.n + bad.value * bad.n == pytest.approx(0, abs=1e-9)  # relative to their dimension
     n_all, mean = 18, (good.contribution + bad.contribution) / 18
-    assert good.value == pytest.approx(n_all * (good.contribution / 16 - mean))
-    assert bad.value == pytest.approx(n_all * (bad.contribution / 2 - mean))
+    # relative to their dimension, each shrunk by n / (n + 10)
+    assert good.value == pytest.approx(n_all * (good.contribution / 16 - mean) * 16 / 26)
+    assert bad.value == pytest.approx(n_all * (bad.contribution / 2 - mean) * 2 / 12)
     assert found.shift["s0"] == pytest.approx(min(0.5, good.value))
     # shots and temperature have one value each: nothing to compare, no credit
     assert set(found.parts) == {"tpl=good", "tpl=bad"}
     assert all(found.shift[f"s{i}"] > 0 for i in range(16)) and all(found.shift[f"s{100 + i}"] < 0 for i in range(2))
     assert max(abs(v) for v in found.shift.values()) <= 0.5
+
+
+def test_shrinkage_tempers_small_parts_more_than_large_ones(hash_embedder, no_reading):
+    task = make_task(FEW_SEEDS, DEV)
+    raw = PatternCredit(DevUtility(embedder=hash_embedder), min_part=2, shrink=0).credit(task, _mixed())
+    good, bad = raw.parts["tpl=good"], raw.parts["tpl=bad"]
+    assert good.value * good.n + bad.value * bad.n == pytest.approx(0, abs=1e-9)  # unshrunk: relative to the dimension
+    shrunk = PatternCredit(DevUtility(embedder=hash_embedder), min_part=2, shrink=10).credit(task, _mixed())
+    assert shrunk.parts["tpl=good"].value == pytest.approx(good.value * 16 / 26)
+    assert shrunk.parts["tpl=bad"].value == pytest.approx(bad.value * 2 / 12)  # the 2-sample part keeps a sixth
+    assert abs(shrunk.shift["s100"]) < abs(raw.shift["s100"])
+    assert shrunk.parts["tpl=good"].contribution == good.contribution  # the measured drop is not changed
 
 
 def test_apply_adds_the_shift_and_clips_to_unit_range(hash_embedder):
@@ -79,7 +91,8 @@ def test_rejected_samples_are_not_credited(hash_embedder):
 
 
 def test_credit_settings_are_validated(hash_embedder):
-    for bad in ({"weight": -1}, {"weight": float("inf")}, {"max_shift": 2}, {"min_part": 0}, {"min_part": 1.5}):
+    for bad in ({"weight": -1}, {"weight": float("inf")}, {"max_shift": 2}, {"min_part": 0}, {"min_part": 1.5},
+                {"shrink": -1}, {"shrink": float("nan")}, {"shrink": True}):
         with pytest.raises(ConfigError):
             PatternCredit(DevUtility(embedder=hash_embedder), **bad)
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamsynth.errors import ConfigError, SpecError
 from streamsynth.fingerprint import derive_seed, fingerprint
+from streamsynth.learn.credit import CREDIT_SHRINK
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
@@ -67,6 +68,8 @@ class CreditSpec(_Strict):
                           description="scale of the leave-part-out utility credit added to rewards; 0: off")
     max_shift: float = Field(0.5, ge=0, le=1, description="the most a sample's reward moves by credit")
     min_part: int = Field(3, ge=1, description="pattern parts with fewer accepted samples are not credited")
+    shrink: float = Field(CREDIT_SHRINK, ge=0, allow_inf_nan=False,
+                          description="a part's value is scaled by n / (n + shrink): small parts count less; 0: no shrinkage")
 
 
 class WeightsSpec(_Strict):
