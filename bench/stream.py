@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-rows", type=int, default=1000, help="score on the first N test rows")
     p.add_argument("--real", type=int, default=2000, help="real train rows for the upper reference (0: skip)")
     p.add_argument("--rounds", type=int, default=3, help="feedback rounds per task in the learning arms")
+    p.add_argument("--draw", choices=("joint", "factored"), default="joint",
+                   help="learning arms: the pattern policy's draw (stream.yaml's 'draw')")
     p.add_argument("--backend", choices=("local", "fake"), default="local", help="local: the embedded model; fake: test replies")
     p.add_argument("--model", default=None, help="local model path (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--work", default=None, help="folder for runs, stores and adapters (default: next to --out)")
@@ -169,7 +171,7 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
         learning = {"experience": ["explicit"], "weights": ["explicit", "weights"], "within": []}[arm]
         order = "rev" if args.reverse else "fwd"
         spec = StreamSpec(tasks=[str(p) for p in spec_paths], budget=args.budget, learning=learning, rounds=args.rounds,
-                          seed=seed, store=str(work / f"store-{arm}-{order}-s{seed}.sqlite"))
+                          draw=args.draw, seed=seed, store=str(work / f"store-{arm}-{order}-s{seed}.sqlite"))
         store_path = Path(spec.store)
         for f in (store_path, Path(str(store_path) + "-wal"), Path(str(store_path) + "-shm")):
             f.unlink(missing_ok=True)  # each arm, seed and order starts from an empty store

@@ -6,7 +6,7 @@ import pytest
 
 from streamsynth.errors import ConfigError
 from streamsynth.learn.learner import SynLearner, learning_program
-from streamsynth.learn.patterns import ExploringStrategy, Pattern, pattern_space, thompson_choice
+from streamsynth.learn.patterns import ExploringStrategy, Pattern, factored_choice, pattern_space, thompson_choice
 from streamsynth.learn.stream import split_budget
 from streamsynth.program import SynthesisProgram
 from streamsynth.task import load_task
@@ -35,6 +35,37 @@ def test_thompson_choice_follows_the_policy_and_is_seeded():
     picks = Counter(thompson_choice(policy, s) for s in range(200))
     assert picks["tpl=plain|shots=1|temp=0.7"] > 190
     assert [thompson_choice(policy, s) for s in range(20)] == [thompson_choice(policy, s) for s in range(20)]
+
+
+def test_factored_choice_lets_one_patterns_evidence_teach_the_patterns_that_share_its_parts():
+    policy = {pid: (1.0, 1.0) for pid in pattern_space()}
+    policy["tpl=plain|shots=1|temp=1"] = (40.0, 1.0)  # strong evidence for one pattern
+    policy["tpl=direct|shots=3|temp=0.7"] = (1.0, 40.0)  # and against another
+    joint = Counter(thompson_choice(policy, s) for s in range(400))
+    factored = Counter(factored_choice(policy, s) for s in range(400))
+    # joint: an untried pattern is an untried pattern, whatever its parts
+    untried_sharing, untried_other = "tpl=contrast|shots=1|temp=1", "tpl=contrast|shots=3|temp=0.7"
+    assert joint[untried_sharing] < 20 and joint[untried_other] < 20
+    # factored: shots=1 and temp=1 drew their evidence from the strong pattern, shots=3 and temp=0.7 the opposite
+    assert factored[untried_sharing] > 3 * max(1, factored[untried_other])
+    shots1 = sum(n for pid, n in factored.items() if "shots=1" in pid)
+    assert shots1 > 0.8 * 400
+    assert [factored_choice(policy, s) for s in range(30)] == [factored_choice(policy, s) for s in range(30)]
+
+
+def test_factored_choice_falls_back_to_the_joint_draw_when_the_policy_is_not_a_full_product():
+    policy = {"tpl=plain|shots=1|temp=1": (1.0, 1.0), "tpl=direct|shots=3|temp=0.7": (1.0, 1.0)}
+    picks = {factored_choice(policy, s) for s in range(50)}
+    assert picks == set(policy)  # never a composed pattern the policy does not offer
+
+
+def test_exploring_strategy_draw_is_checked_and_kept_by_clone(task):
+    with pytest.raises(ConfigError, match="draw"):
+        ExploringStrategy(draw="greedy")
+    m = ExploringStrategy(draw="factored")
+    assert m.clone(guidance="").draw == "factored" and m.config_state()["params"]["draw"] == "factored"
+    assert m.plan(task, 0, 0).pattern in m.policy
+    check_method(m, task)
 
 
 def test_exploring_strategy_records_its_pattern_and_uses_it(task):

@@ -110,6 +110,16 @@ def test_experience_changes_what_the_next_task_does(stream_file, tmp_path, hash_
     assert a != b
 
 
+def test_the_factored_draw_reaches_every_round(stream_file, tmp_path, hash_embedder):
+    stream_file.write_text(stream_file.read_text() + "draw: factored\n")
+    outcomes, _ = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert [o.task for o in outcomes] == ["films", "books"]
+    for o in outcomes:
+        for r in ("r0", "r1"):
+            manifest = json.loads((Path(o.out_dir) / "rounds" / r / "manifest.json").read_text())
+            assert manifest["program"]["methods"][0]["params"]["draw"] == "factored"
+
+
 def test_a_finished_stream_resumes_without_model_calls(stream_file, tmp_path, hash_embedder):
     run(stream_file, tmp_path / "run", label_true, hash_embedder)
     outcomes, calls = run(stream_file, tmp_path / "run", label_true, hash_embedder)
@@ -182,6 +192,21 @@ def test_default_credit_leaves_the_stream_fingerprint_as_before(tmp_path):
     assert load_stream(f).fingerprint == plain.fingerprint
     f.write_text("tasks: [t.yaml]\ncredit: {weight: 0}\n")
     assert load_stream(f).fingerprint != plain.fingerprint
+
+
+def test_the_draw_is_read_checked_and_fingerprinted(tmp_path):
+    (tmp_path / "t.yaml").write_text("x")
+    f = tmp_path / "s.yaml"
+    f.write_text("tasks: [t.yaml]\n")
+    plain = load_stream(f)
+    assert plain.spec.draw == "joint"
+    f.write_text("tasks: [t.yaml]\ndraw: joint\n")
+    assert load_stream(f).fingerprint == plain.fingerprint  # streams from before the option still resume
+    f.write_text("tasks: [t.yaml]\ndraw: factored\n")
+    assert load_stream(f).spec.draw == "factored" and load_stream(f).fingerprint != plain.fingerprint
+    f.write_text("tasks: [t.yaml]\ndraw: greedy\n")
+    with pytest.raises(SpecError, match="draw"):
+        load_stream(f)
 
 
 def test_the_example_stream_loads():

@@ -177,12 +177,13 @@ class SynLearner:
 
 
 def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedder: Any = None,
-                     selector: Any = None) -> SynthesisProgram:
+                     selector: Any = None, draw: str = "joint") -> SynthesisProgram:
     """The default program with its method replaced by an ``ExploringStrategy`` (uniform policy).
 
     ``embedder`` (not configuration) is shared with checks that embed, so one model is loaded.
     ``selector`` replaces the base's (``generate --store`` keeps the default label balance; the
-    stream's rounds pass ``KeepAll``)."""
+    stream's rounds pass ``KeepAll``); ``draw`` is how the explorer draws patterns (``joint``: one
+    arm per pattern; ``factored``: one per pattern part, learn/patterns.py)."""
     from streamsynth.program import default_program
 
     base = base or default_program(task)
@@ -192,4 +193,4 @@ def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedd
         if embedder is not None and hasattr(c, "embedder") and getattr(c, "embedder") is None:
             c.embedder = embedder
         checks.append(c)
-    return SynthesisProgram([ExploringStrategy()], checks, selector if selector is not None else base.selector)
+    return SynthesisProgram([ExploringStrategy(draw=draw)], checks, selector if selector is not None else base.selector)

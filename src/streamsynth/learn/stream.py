@@ -84,6 +84,8 @@ class StreamSpec(_Strict):
     store: str = Field("experience.sqlite", description="the experience store (SQLite file), relative to this file")
     learning: list[Literal["explicit", "weights"]] = Field(default_factory=lambda: ["explicit"])
     rounds: int = Field(3, ge=1, le=16)
+    draw: Literal["joint", "factored"] = Field(
+        "joint", description="pattern policy: one Thompson arm per pattern (joint) or per pattern part (factored)")
     seed: int = 0
     reflect_with_model: bool = True
     reward: RewardSpec = RewardSpec()
@@ -104,6 +106,8 @@ class Stream:
         spec = self.spec.model_dump()
         if self.spec.credit == CreditSpec():
             del spec["credit"]  # streams written before credit existed still resume
+        if self.spec.draw == "joint":
+            del spec["draw"]  # ... and before the factored draw
         return fingerprint({"spec": spec, "tasks": [str(p) for p in self.task_paths]})
 
 
@@ -176,6 +180,8 @@ class LearningContext:
     credit: Any = None
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     reflect_with_model: bool = True
+    #: how the explorer draws patterns: "joint" or "factored" (learn/patterns.py)
+    draw: str = "joint"
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -226,7 +232,7 @@ async def run_learning_task(
     # the rounds keep every accepted sample: the stream balances labels itself (its selector takes
     # turns over the labels and the dev gate cuts the ranked list), and a sample dropped inside a
     # round would earn its pattern no reward
-    start = learning_program(task, embedder=ctx.embedder, selector=KeepAll())
+    start = learning_program(task, embedder=ctx.embedder, selector=KeepAll(), draw=ctx.draw)
     program, experience = ctx.learner.fit(start, task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
     reflect_calls = 1 if ctx.reflect_with_model and budget > ctx.rounds + 1 else 0
@@ -423,7 +429,7 @@ async def arun_stream(
                 selector=MMRSelector(balance=spec.selection.balance, embedder=embedder),
                 utility=utility, embedder=embedder, rounds=spec.rounds,
                 credit=PatternCredit(utility, **spec.credit.model_dump()) if spec.credit.weight > 0 else None,
-                selection=spec.selection, reflect_with_model=spec.reflect_with_model,
+                selection=spec.selection, reflect_with_model=spec.reflect_with_model, draw=spec.draw,
             )
             backend = make_backend(adapter)
             emit({"event": "task_start", "task": task.name, "position": pos, "model": backend.model_id})
