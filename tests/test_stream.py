@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamsynth.backends.fake import FakeBackend
-from streamsynth.errors import SpecError
+from streamsynth.errors import ConfigError, SpecError
 from streamsynth.learn.store import ExperienceStore
 from streamsynth.learn.stream import arun_stream, load_stream
 
@@ -143,6 +143,45 @@ def test_an_interrupted_stream_resumes_from_the_last_finished_task(stream_file, 
     outcomes, calls = run(stream_file, tmp_path / "run", label_true, hash_embedder)
     assert [o.task for o in outcomes] == ["films", "books"]
     assert 0 < calls <= 24  # only the second task called the model
+
+
+def test_the_same_stream_run_again_into_a_new_folder_builds_on_the_store(stream_file, tmp_path, hash_embedder):
+    first, _ = run(stream_file, tmp_path / "a", label_true, hash_embedder)
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        lessons_a = st.retrieve_lessons(hash_embedder.encode(["film review"])[0], now=10, k=1000)
+        assert max(x.created_at for x in lessons_a) == 1  # the first run's clock: positions 0 and 1
+    again, _ = run(stream_file, tmp_path / "b", label_true, hash_embedder)
+    # the second run starts from the first one's experience: nothing was rolled back
+    start = json.loads((Path(again[0].out_dir) / "manifest.json").read_text())["learning"]["policy_start"]
+    assert any(v != [1.0, 1.0] for v in start.values())
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        lessons_b = st.retrieve_lessons(hash_embedder.encode(["film review"])[0], now=10, k=1000)
+        assert len(lessons_b) > len(lessons_a)
+        assert max(x.created_at for x in lessons_b) == 3  # its clock went on from the store's: 2 and 3
+        assert len({x.split("-")[1] for x in st.snapshots()}) == 2  # each run names its own snapshots
+
+
+def test_a_damaged_progress_file_is_a_clear_error_and_is_left_as_it_is(stream_file, tmp_path, hash_embedder):
+    out = tmp_path / "run"
+    out.mkdir()
+    for text in ("{not json", "[1, 2]", '{"stream_fingerprint": "%s", "done": [{"task": "films"}]}'):
+        fp = load_stream(stream_file).fingerprint
+        (out / "stream.json").write_text(text.replace("%s", fp) if "%s" in text else text)
+        with pytest.raises(ConfigError, match="stream.json"):
+            run(stream_file, out, label_true, hash_embedder)
+        assert (out / "stream.json").read_text() == (text.replace("%s", fp) if "%s" in text else text)
+
+
+def test_an_out_path_that_is_a_file_is_a_one_line_error(stream_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamsynth.cli.main import app
+
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = CliRunner().invoke(app, ["stream", str(stream_file), "--backend", "fake", "--out", str(tmp_path / "taken"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error:" in result.output and "taken" in result.output
 
 
 def test_do_no_harm_keeps_nothing_when_synthetic_data_hurts(stream_file, tmp_path, hash_embedder):

@@ -47,6 +47,11 @@ def _friendly(fn):
         except ValueError as exc:  # invalid option combinations from the library
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
+        except OSError as exc:  # a path that cannot be made, read or written: no traceback for that
+            where = f" {exc.filename}" if exc.filename else ""
+            err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}; check that the path is a folder you can "
+                      "write to and that the disk has room", highlight=False)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -188,7 +193,7 @@ def _program_from_store(task, store_path: Path):
         raise ConfigError(f"--store {store_path}: no such file; give the store a `streamsynth stream` run wrote")
     with ExperienceStore(store_path) as st:
         descriptor = Embedder().encode([descriptor_text(task)])[0]
-        now = float(len(st.tasks()))
+        now = st.next_time()  # the store's clock: its newest lessons count as the most recent
         program, experience = SynLearner(st).fit(learning_program(task), task, descriptor=descriptor, now=now)
     used = experience.summary()
     similar = ", ".join(f"{x['task']} ({x['similarity']:.2f})" for x in used["similar_tasks"]) or "none"
@@ -312,7 +317,7 @@ def stream(
                 f"  done: {e['calls']} calls, {e['kept']} of {e['samples']} samples kept; rewards: mean {e['mean_reward']:.3f}, "
                 f"label {e['mean_label']:.3f}, quality {e['mean_quality']:.3f}; diversity {e['diversity']:.3f}, "
                 f"distinct-2 {e['distinct_2']:.3f}; dev utility ({u['method']}) seeds {u['seed_only']:.3f} -> "
-                f"{max([float(v) for v in u['scores'].values()] or [u['seed_only']]):.3f}; {e['wall_s']:.0f} s",
+                f"{float(u['scores'].get(str(u['kept']), u['seed_only'])):.3f} with what was kept; {e['wall_s']:.0f} s",
                 highlight=False)
             con.print(f"  {e['message']}", highlight=False)
 

@@ -21,13 +21,14 @@ the test split), as :meth:`DevUtility.leave_out` does:
 
 ``u_v`` is how much more a set of N samples like part v's would add than the average of its
 dimension (template, shots or temperature): parts of one dimension are compared with each other,
-so a dimension where every sample has the same value shifts nothing, and the mean reward of a task
-stays about where it was. ``m_v`` of a small part is mostly noise (one student's luck divided by a
+so a dimension where every sample has the same value shifts nothing, and before shrinkage the shifts
+of a dimension sum to zero over its samples (the mean reward of a task stays where it was; after
+shrinkage it moves a little toward the larger parts' side). ``m_v`` of a small part is mostly noise (one student's luck divided by a
 few samples, then scaled by N), so its value is shrunk toward the dimension's mean by
 ``n_v / (n_v + shrink)``, the posterior-mean weight of ``n_v`` noisy observations against a prior
 worth ``shrink`` of them (empirical-Bayes shrinkage, Efron and Morris 1975): with ``shrink`` 10 a
-part of 3 samples keeps 23% of its raw value, one of 40 keeps 80%. The learner adds ``shift(s)`` to the sample's reward (clipped to [0, 1])
-before the pattern policy and the experience store see it. This is data valuation by groups
+part of 3 samples keeps 23% of its raw value, one of 40 keeps 80%. The learner adds ``shift(s)`` to
+the sample's reward (clipped to [0, 1]) before the pattern policy and the experience store see it. This is data valuation by groups
 (leave-one-out over a group of samples, as in Data Shapley's leave-one-out baseline, Ghorbani &
 Zou 2019) applied to the choices that made the samples.
 """

@@ -404,6 +404,13 @@ class ExperienceStore:
             )
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
+    def next_time(self) -> float:
+        """One past the latest lesson's ``created_at`` (0 for a store without lessons): where a new
+        run's clock starts, so its lessons are newer than every lesson already stored."""
+        rows = self._rows("SELECT MAX(created_at) FROM lessons")
+        latest = rows[0][0] if rows else None
+        return 0.0 if latest is None else float(math.floor(latest)) + 1.0
+
     def retrieve_lessons(
         self,
         query: np.ndarray,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class Stream:
         spec = self.spec.model_dump()
         if self.spec.credit == CreditSpec():
             del spec["credit"]  # streams written before credit existed still resume
+        elif self.spec.credit.shrink == CREDIT_SHRINK:
+            del spec["credit"]["shrink"]  # ... and those with credit settings written before shrinkage
         if self.spec.draw == "joint":
             del spec["draw"]  # ... and before the factored draw
         return fingerprint({"spec": spec, "tasks": [str(p) for p in self.task_paths]})
@@ -219,6 +222,7 @@ async def run_learning_task(
     cache: Any = None,
     now: float = 0.0,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    position: int = 0,
 ) -> tuple[TaskOutcome, dict[str, Any]]:
     """One task with learning: experience in, rounds with feedback, selection and the gate, remember."""
     from streamsynth.api import agenerate
@@ -304,10 +308,11 @@ async def run_learning_task(
             calls += meter.queries
         finally:
             await engine.aclose()
-    lessons = reflect(task.name, all_samples, rewards, parts=parts)
+    earned = {s.id: credited.get(s.id, rewards[s.id]) for s in all_samples}  # what each sample's pattern earned
+    # the lessons name patterns by what they earned (credit included), as the policy and the store see them
+    lessons = reflect(task.name, all_samples, earned, parts=parts)
     if reflection:
         lessons.append(LessonDraft(f"Reflection on {task.name}: {reflection}", importance=2.0, kind="reflection"))
-    earned = {s.id: credited.get(s.id, rewards[s.id]) for s in all_samples}  # what each sample's pattern earned
     ctx.learner.remember(task, descriptor, all_samples, rewards, now=now, lessons=lessons, embed=ctx.embedder.encode,
                          kept=kept, meta={"utility": dataclasses.asdict(choice)}, pattern_rewards=earned)
     # -- report and write ------------------------------------------------------------------------
@@ -321,7 +326,7 @@ async def run_learning_task(
                f"kept no synthetic samples: none of the candidate sets beat the seeds alone on dev data "
                f"({choice.seed_only:.3f}); {choice.reason}")
     outcome = TaskOutcome(
-        task=task.name, position=0, calls=calls, samples=len(all_samples), kept=len(kept),
+        task=task.name, position=position, calls=calls, samples=len(all_samples), kept=len(kept),
         mean_reward=_mean([rewards.get(s.id, 0.0) for s in all_samples]),
         mean_label=_mean([parts[s.id]["label"] for s in kept if s.id in parts]),
         mean_quality=_mean([parts[s.id]["quality"] for s in kept if s.id in parts]),
@@ -353,21 +358,51 @@ def _progress_path(out: Path) -> Path:
     return out / "stream.json"
 
 
-def _read_progress(out: Path, stream_fp: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Progress:
+    """What ``stream.json`` holds: the tasks done, and the run's id and clock.
+
+    ``run`` names the store's snapshots (``RUN-N``: the store before task N+1), so a resume restores
+    only snapshots this folder's run took, never another run's; ``clock`` is the store's time when
+    the run began (lessons are stamped ``clock + position``, so they are newer than the store's)."""
+
+    run: str
+    clock: float
+    done: list[dict[str, Any]]
+
+
+_OUTCOME_FIELDS = {f.name for f in dataclasses.fields(TaskOutcome)}
+_OUTCOME_REQUIRED = {f.name for f in dataclasses.fields(TaskOutcome)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
+def _read_progress(out: Path, stream_fp: str) -> Progress | None:
     p = _progress_path(out)
     if not p.is_file():
-        return []
+        return None
+    fix = f"choose another --out folder, or delete {p} to run the stream from its first task"
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError:
-        return []
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read {p} ({exc}); {fix}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} is not a stream's progress file (a JSON object); {fix}")
     if data.get("stream_fingerprint") != stream_fp:
         raise ConfigError(f"{out} holds a different stream (other tasks, budget or settings); choose another --out folder")
-    return list(data.get("done", []))
+    done = data.get("done", [])
+    if not (isinstance(done, list) and all(isinstance(d, dict) and _OUTCOME_REQUIRED <= set(d) <= _OUTCOME_FIELDS
+                                           for d in done)):
+        raise ConfigError(f"{p}: 'done' is not a list of finished tasks as this version writes them; {fix}")
+    clock = data.get("clock", 0.0)
+    if isinstance(clock, bool) or not isinstance(clock, (int, float)):
+        raise ConfigError(f"{p}: 'clock' must be a number; {fix}")
+    # progress files from before run ids named their snapshots after the stream's fingerprint
+    return Progress(run=str(data.get("run") or stream_fp[:10]), clock=float(clock), done=list(done))
 
 
-def _write_progress(out: Path, stream_fp: str, done: list[dict[str, Any]]) -> None:
-    write_text_atomic(_progress_path(out), json.dumps({"stream_fingerprint": stream_fp, "done": done}, indent=2))
+def _write_progress(out: Path, stream_fp: str, progress: Progress) -> None:
+    write_text_atomic(_progress_path(out), json.dumps(
+        {"stream_fingerprint": stream_fp, "run": progress.run, "clock": progress.clock, "done": progress.done}, indent=2))
 
 
 async def arun_stream(
@@ -397,7 +432,7 @@ async def arun_stream(
     emit = on_event or (lambda e: None)
     out.mkdir(parents=True, exist_ok=True)
     sfp = stream.fingerprint
-    done = _read_progress(out, sfp)
+    progress = _read_progress(out, sfp)
     if embedder is None:
         from streamsynth.eval.embedder import Embedder
 
@@ -406,7 +441,12 @@ async def arun_stream(
     store = ExperienceStore(stream.store_path) if explicit or "weights" in spec.learning else None
     outcomes: list[TaskOutcome] = []
     try:
-        snap = f"{sfp[:10]}-{len(done)}"
+        if progress is None:  # a fresh run: its own id, so no other run's snapshot is ever restored
+            progress = Progress(run=f"{sfp[:6]}-{uuid.uuid4().hex[:8]}",
+                                clock=store.next_time() if store is not None else 0.0, done=[])
+            _write_progress(out, sfp, progress)
+        done = progress.done
+        snap = f"{progress.run}-{len(done)}"
         if store is not None:
             if snap in store.snapshots():
                 store.restore(snap)  # roll back whatever an interrupted task had half written
@@ -436,14 +476,14 @@ async def arun_stream(
             try:
                 outcome, extras = await run_learning_task(
                     task, backend, ctx, budget=spec.budget, seed=derive_seed(spec.seed, "task", task_key(task)),
-                    out_dir=out / f"{pos + 1:02d}-{task.name}", cache=cache, now=float(pos), on_event=on_event,
+                    out_dir=out / f"{pos + 1:02d}-{task.name}", cache=cache, now=progress.clock + pos, on_event=on_event,
+                    position=pos,
                 )
             finally:
                 close = getattr(backend, "aclose", None)
                 if close is not None:
                     await close()
                 release_memory()  # the generation's caches, before the next fit or task loads a model
-            outcome.position = pos
             if "weights" in spec.learning and (train_last or pos < len(task_list) - 1):
                 t_w = time.perf_counter()
                 adapter = await train_adapter(task, backend, ctx, extras, start=adapter, out_dir=out / "adapters" / f"{pos + 1:02d}-{task.name}",
@@ -454,8 +494,8 @@ async def arun_stream(
                       "adapter": outcome.adapter})
             done.append(outcome.to_dict())
             if store is not None:
-                store.snapshot(f"{sfp[:10]}-{pos + 1}")
-            _write_progress(out, sfp, done)
+                store.snapshot(f"{progress.run}-{pos + 1}")
+            _write_progress(out, sfp, progress)
             outcomes.append(outcome)
     finally:
         if store is not None:
