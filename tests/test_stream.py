@@ -184,6 +184,28 @@ def test_an_out_path_that_is_a_file_is_a_one_line_error(stream_file, tmp_path):
     assert "error:" in result.output and "taken" in result.output
 
 
+def test_a_task_that_cannot_be_scored_stops_the_stream_before_any_model_call(stream_file, tmp_path, hash_embedder):
+    from streamsynth.errors import DataError
+
+    spec = SPEC.format(name="thin", description="Sentiment.").replace(", dev: dev.jsonl", "").replace("per_label: 4", "per_label: 1")
+    (tmp_path / "thin.yaml").write_text(spec)  # no dev split, one seed a label: no cross-validation possible
+    stream_file.write_text(stream_file.read_text().replace("[films.yaml, books.yaml]", "[films.yaml, thin.yaml]"))
+    with pytest.raises(DataError, match="thin.*no dev data"):
+        run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert not (tmp_path / "run" / "01-films").exists()  # the first task did not spend its budget
+
+
+def test_weights_learning_with_a_remote_backend_is_refused_at_once(stream_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamsynth.cli.main import app
+
+    result = CliRunner().invoke(app, ["stream", str(stream_file), "--backend", "fake", "--learning", "explicit,weights",
+                                      "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--backend local" in result.output and not (tmp_path / "run").exists()
+
+
 def test_do_no_harm_keeps_nothing_when_synthetic_data_hurts(stream_file, tmp_path, hash_embedder):
     outcomes, _ = run(stream_file, tmp_path / "run", label_flipped, hash_embedder, learning=[])
     for o in outcomes:

@@ -278,6 +278,11 @@ def stream(
     if learning is not None:
         overrides["learning"] = [] if learning.strip() == "none" else [x.strip() for x in learning.split(",") if x.strip()]
     spec = load_stream(stream_file, **overrides)
+    if "weights" in spec.spec.learning and backend is not BackendKind.local:
+        from streamsynth.errors import ConfigError
+
+        raise ConfigError(f"'weights' learning trains a local model, and --backend is {backend.value}; "
+                          "use --backend local, or --learning explicit to learn without weights")
     cache_root = cache_dir or default_cache_dir()
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
     con = Console(soft_wrap=True)

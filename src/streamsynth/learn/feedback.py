@@ -580,6 +580,18 @@ class DevUtility(UsesEmbedder):
     def _texts(self, examples: Sequence[Example], task: Task) -> list[str]:
         return [example_text(e.inputs, task.input_fields) for e in examples]
 
+    def check(self, task: Task) -> None:
+        """Raise ``DataError`` now if ``task`` cannot be scored (no dev split and too few seeds for the
+        cross-validation), so a stream says so before it spends a task's budget."""
+        if task.dev:
+            return
+        counts = Counter(e.output for e in task.seeds)
+        if len(counts) < 2 or max(counts.values()) < 2:
+            raise DataError(
+                f"task {task.name!r} has no dev data, and cross-validation over its seeds needs two labels and two "
+                f"seeds of some label (seed labels: {dict(counts)}); add dev data or more seeds"
+            )
+
     def _splits(self, task: Task) -> tuple[str, list[_Split]]:
         if task.dev:
             texts = tuple(self._texts(task.dev, task))
@@ -593,14 +605,10 @@ class DevUtility(UsesEmbedder):
     def _folds(self, task: Task) -> list[_Split]:
         from sklearn.model_selection import StratifiedKFold
 
+        self.check(task)
         seeds = list(task.seeds)
         labels = np.array([e.output for e in seeds], dtype=object)
         counts = Counter(labels.tolist())
-        if len(counts) < 2 or max(counts.values()) < 2:
-            raise DataError(
-                f"task {task.name!r} has no dev data, and cross-validation over its seeds needs two labels and two "
-                f"seeds of some label (seed labels: {dict(counts)}); add dev data or more seeds"
-            )
         n_splits = max(2, min(self.folds, max(counts.values())))
         vecs = np.asarray(self.encoder().encode(self._texts(seeds, task)))
         parts = []

@@ -458,6 +458,14 @@ async def arun_stream(
 
             adapter = AdapterRef.from_dict(done[-1]["adapter"])
         task_list = list(tasks) if tasks is not None else [load_task(p) for p in stream.task_paths]
+        # what would stop the stream after a task's budget is spent is checked before the first call
+        checker = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
+        for task in task_list[len(done):]:
+            checker.check(task)
+        if "weights" in spec.learning:
+            from streamsynth.learn.weights import require_extra
+
+            require_extra("peft", *(("trl", "datasets") if spec.weights.grpo_steps > 0 else ()))
         for pos, task in enumerate(task_list):
             if pos < len(done):
                 outcomes.append(TaskOutcome(**done[pos]))
