@@ -53,6 +53,21 @@ def test_factored_choice_lets_one_patterns_evidence_teach_the_patterns_that_shar
     assert [factored_choice(policy, s) for s in range(30)] == [factored_choice(policy, s) for s in range(30)]
 
 
+def test_factored_choice_pools_priors_without_multiplying_them():
+    space = pattern_space()  # 12 patterns: 6 with shots=3
+    prior = {pid: ((1 + 8 * 0.9, 1 + 8 * 0.1) if "shots=3" in pid else (1.0, 1.0)) for pid in space}
+    # this task's own evidence: 30 samples with shots=1 earned 0.7 each, 30 with shots=3 earned 0.5
+    policy = {}
+    for pid in space:
+        r = 0.7 if "shots=1" in pid else 0.5
+        policy[pid] = [prior[pid][0] + 5 * r, prior[pid][1] + 5 * (1 - r)]
+    picks = [factored_choice(policy, s, prior) for s in range(400)]
+    assert sum("shots=1" in p for p in picks) > 0.75 * 400  # 30 own samples outweigh a prior worth 8
+    # had the six shots=3 priors been summed (48 pseudo-observations at 0.9), shots=3 would have won
+    blind = [factored_choice(policy, s) for s in range(400)]
+    assert sum("shots=1" in p for p in blind) < 0.5 * 400
+
+
 def test_factored_choice_falls_back_to_the_joint_draw_when_the_policy_is_not_a_full_product():
     policy = {"tpl=plain|shots=1|temp=1": (1.0, 1.0), "tpl=direct|shots=3|temp=0.7": (1.0, 1.0)}
     picks = {factored_choice(policy, s) for s in range(50)}
@@ -62,8 +77,9 @@ def test_factored_choice_falls_back_to_the_joint_draw_when_the_policy_is_not_a_f
 def test_exploring_strategy_draw_is_checked_and_kept_by_clone(task):
     with pytest.raises(ConfigError, match="draw"):
         ExploringStrategy(draw="greedy")
-    m = ExploringStrategy(draw="factored")
+    m = ExploringStrategy(draw="factored", prior={pid: (2.0, 1.0) for pid in pattern_space()})
     assert m.clone(guidance="").draw == "factored" and m.config_state()["params"]["draw"] == "factored"
+    assert m.clone(policy={pid: (5.0, 1.0) for pid in pattern_space()}).prior == m.prior  # a learner's update keeps it
     assert m.plan(task, 0, 0).pattern in m.policy
     check_method(m, task)
 

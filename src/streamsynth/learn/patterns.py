@@ -80,27 +80,40 @@ def pattern_space(*, templates: Sequence[str] = ("plain", "contrast", "direct"),
 DRAWS = ("joint", "factored")
 
 
-def factored_choice(policy: Mapping[str, Sequence[float]], seed: int) -> str:
+def factored_choice(policy: Mapping[str, Sequence[float]], seed: int,
+                    prior: Mapping[str, Sequence[float]] | None = None) -> str:
     """One Thompson draw per dimension of the pattern ids in ``policy``, seeded.
 
-    A value's Beta pools its patterns' evidence: ``alpha_v = 1 + sum(alpha_p - 1)`` over the patterns
-    ``p`` with value ``v`` (and so for beta), so what a pattern's prior and rewards say counts once for
-    each of its values. When the composed pattern is not in ``policy`` (a policy that is not a full
-    product of its values), the draw falls back to :func:`thompson_choice`."""
+    ``policy`` is what the task believes now, ``prior`` what it started from (earlier tasks'
+    evidence; flat (1, 1) where not given). A value's Beta adds up its patterns' own evidence
+    (``alpha_p - prior_alpha_p``, and so for beta) over the patterns ``p`` with that value, and a
+    prior pooled from theirs: the evidence-weighted mean of their prior means, worth as many
+    pseudo-observations as the strongest of them, so pooling never makes earlier tasks count more
+    than they do for one pattern. When the composed pattern is not in ``policy`` (a policy that is
+    not a full product of its values), the draw falls back to :func:`thompson_choice`."""
     rng = random.Random(seed)
+    prior = prior or {}
+    # dim -> value -> [own alpha, own beta, prior successes, prior total, strongest prior]
     pooled: dict[str, dict[str, list[float]]] = {}
     for pid in sorted(policy):
-        a, b = policy[pid]
+        a, b = (float(x) for x in policy[pid])
+        a0, b0 = (float(x) for x in prior.get(pid, (1.0, 1.0)))
         for part in pid.split("|"):
             dim, _, value = part.partition("=")
-            ab = pooled.setdefault(dim, {}).setdefault(value, [1.0, 1.0])
-            ab[0] += float(a) - 1.0
-            ab[1] += float(b) - 1.0
+            acc = pooled.setdefault(dim, {}).setdefault(value, [0.0, 0.0, 0.0, 0.0, 0.0])
+            acc[0] += max(a - a0, 0.0)
+            acc[1] += max(b - b0, 0.0)
+            acc[2] += a0 - 1.0
+            acc[3] += a0 + b0 - 2.0
+            acc[4] = max(acc[4], a0 + b0 - 2.0)
     chosen: dict[str, str] = {}
     for dim in sorted(pooled):
         best_v = -1.0
-        for value, (a, b) in sorted(pooled[dim].items()):
-            v = rng.betavariate(max(a, 1e-3), max(b, 1e-3))
+        for value, (own_a, own_b, succ, total, strongest) in sorted(pooled[dim].items()):
+            mean = succ / total if total > 0 else 0.5
+            alpha = 1.0 + strongest * mean + own_a
+            beta = 1.0 + strongest * (1.0 - mean) + own_b
+            v = rng.betavariate(max(alpha, 1e-3), max(beta, 1e-3))
             if v > best_v:
                 chosen[dim], best_v = value, v
     order = [part.partition("=")[0] for part in sorted(policy)[0].split("|")]
@@ -137,10 +150,14 @@ class ExploringStrategy(AttributeConditionedStrategy):
         label_weights: Mapping[str, float] | None = None,
         templates: Mapping[str, str] | None = None,
         draw: str = "joint",
+        prior: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if draw not in DRAWS:
             raise ConfigError(f"draw must be one of {list(DRAWS)} (one arm per pattern, or per pattern part); got {draw!r}")
         self.draw = draw
+        #: the policy the task started from (the learner's priors): the factored draw pools it apart
+        #: from the task's own evidence; ``None``: flat
+        self.prior = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(prior.items())} if prior else None
         super().__init__(attributes=attributes, params=params, label_weights=label_weights, templates=templates)
         space = policy if policy else {pid: (1.0, 1.0) for pid in pattern_space(guided=bool(guidance))}
         self.policy = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(space.items())}
@@ -157,8 +174,11 @@ class ExploringStrategy(AttributeConditionedStrategy):
         self.exemplars = {k: list(v) for k, v in (exemplars or {}).items()}
 
     def plan(self, task: Task, index: int, seed: int) -> Item:
-        choose = factored_choice if self.draw == "factored" else thompson_choice
-        pid = choose(self.policy, derive_seed(seed, "pattern", index))
+        draw_seed = derive_seed(seed, "pattern", index)
+        if self.draw == "factored":
+            pid = factored_choice(self.policy, draw_seed, self.prior)
+        else:
+            pid = thompson_choice(self.policy, draw_seed)
         pattern = Pattern.from_id(pid)
         attrs = self.attributes_ or self.attributes or dict(task.attributes) or dict(FALLBACK_ATTRIBUTES)
         rng = random.Random(derive_seed(seed, self.name, index))
