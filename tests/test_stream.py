@@ -308,8 +308,65 @@ def test_weight_fits_follow_each_task_and_train_last_skips_the_final_one(stream_
                                        train_last=train_last))
     assert list(starts) == fitted
     assert starts["films"] is None  # the first fit starts from the base model
-    assert [getattr(a, "name", a) for a in written_with] == [None, "after-films"]  # task 2 is written with task 1's adapter
+    # a probe of the base model (is there a stored adapter for it? none yet), then task 1 on the base model,
+    # then task 2 written with task 1's adapter
+    assert [getattr(a, "name", a) for a in written_with] == [None, None, "after-films"]
     assert (outcomes[-1].adapter is not None) == train_last
+
+
+def test_a_later_stream_with_weights_starts_from_the_adapter_the_store_keeps(stream_file, tmp_path, hash_embedder,
+                                                                             monkeypatch):
+    import streamsynth.learn.stream as stream_mod
+    from streamsynth.learn.weights import AdapterRef, adapter_digest
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"]}))
+    (folder / "adapter_model.safetensors").write_bytes(b"lora weights")
+    ref = AdapterRef(folder, adapter_digest(folder), "local:base@0")
+    fits: list[object] = []
+
+    async def fit(task, backend, ctx, extras, *, start, out_dir, spec, seed):
+        fits.append(start)
+        return ref
+
+    monkeypatch.setattr(stream_mod, "train_adapter", fit)
+    made: list[object] = []
+    events: list[dict] = []
+
+    def make(adapter):
+        made.append(adapter)
+        return FakeBackend(label_true)
+
+    stream = load_stream(stream_file, learning=["explicit", "weights"])
+    asyncio.run(arun_stream(stream, out=tmp_path / "a", make_backend=make, embedder=hash_embedder))
+    assert fits[0] is None and made[1] is None  # the first stream starts from the base model
+    made.clear(), fits.clear()
+    asyncio.run(arun_stream(stream, out=tmp_path / "b", make_backend=make, embedder=hash_embedder, on_event=events.append))
+    assert made[1] == ref and fits[0] == ref  # a later stream writes and fits from the adapter the store kept
+    assert any(e["event"] == "note" and "starting from the store's LoRA adapter" in e["text"] for e in events)
+    (folder / "adapter_model.safetensors").write_bytes(b"overwritten")  # the folder no longer holds those weights
+    made.clear(), events.clear()
+    asyncio.run(arun_stream(stream, out=tmp_path / "c", make_backend=make, embedder=hash_embedder, on_event=events.append))
+    assert made[1] is None and any(e["event"] == "note" and "cannot be used" in e["text"] for e in events)
+
+
+def test_a_fit_stopped_midway_is_redone_into_a_clean_folder(stream_file, tmp_path, hash_embedder, monkeypatch):
+    import streamsynth.learn.stream as stream_mod
+
+    stale = tmp_path / "run" / "adapters" / "01-films"
+    stale.mkdir(parents=True)
+    (stale / "adapter_model.safetensors").write_bytes(b"half written")  # the stream stopped during this fit
+    seen: list[bool] = []
+
+    async def fit(task, backend, ctx, extras, *, start, out_dir, spec, seed):
+        seen.append(out_dir.exists())
+        return _Adapter(f"after-{task.name}")
+
+    monkeypatch.setattr(stream_mod, "train_adapter", fit)
+    stream = load_stream(stream_file, learning=["explicit", "weights"])
+    asyncio.run(arun_stream(stream, out=tmp_path / "run", make_backend=lambda a: FakeBackend(label_true), embedder=hash_embedder))
+    assert seen == [False, False]  # WeightLearner.fit refuses a folder that holds files: it gets an empty one
 
 
 def test_utility_credit_moves_the_policy_and_the_store(stream_file, tmp_path, hash_embedder):

@@ -144,6 +144,11 @@ def _generate(*, spec, budget, out, backend, model, base_url, api_key_env, concu
     )
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
     program = _program_from_store(task, Path(store)) if store is not None else None
+    if store is not None and backend is BackendKind.local:
+        ref = _adapter_from_store(Path(store), be)
+        if ref is not None:
+            be = _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                               timeout=timeout, batch_size=batch_size, cache_dir=cache_root, dtype=dtype, adapter=ref)
     out_dir = Path(out) if out is not None else Path("runs") / task.name
     command["out"] = str(out_dir.resolve())
     progress = LiveProgress(task.name, budget, console=err, enabled=not quiet)
@@ -199,6 +204,18 @@ def _program_from_store(task, store_path: Path):
     similar = ", ".join(f"{x['task']} ({x['similarity']:.2f})" for x in used["similar_tasks"]) or "none"
     err.print(f"experience from {store_path}: similar tasks {similar}; guidance: {used['guidance'] or '-'}", highlight=False)
     return program
+
+
+def _adapter_from_store(store_path: Path, be):
+    """The LoRA adapter a `stream` with weight learning left in the store, when it fits ``be``'s model."""
+    from streamsynth.learn.store import ExperienceStore
+    from streamsynth.learn.stream import stored_adapter
+
+    with ExperienceStore(store_path) as st:
+        ref, note = stored_adapter(st, be)
+    if note:
+        err.print(f"experience from {store_path}: {note}", highlight=False)
+    return ref
 
 
 def _write_command(path: Path, command: dict) -> None:
@@ -312,6 +329,8 @@ def stream(
         elif kind == "round" and not quiet:
             con.print(f"  round {e['round'] + 1}: {e['calls']} calls, {e['accepted']} accepted, "
                       f"mean reward {e['mean_reward']:.3f}" + _credit_text(e.get("credit")), highlight=False)
+        elif kind == "note":
+            con.print(f"  {e['text']}", highlight=False)
         elif kind == "weights":
             con.print(f"  weights: LoRA adapter trained in {e['seconds']:.1f} s", highlight=False)
         elif kind == "task_resumed":

@@ -479,6 +479,15 @@ async def arun_stream(
                 credit=PatternCredit(utility, **spec.credit.model_dump()) if spec.credit.weight > 0 else None,
                 selection=spec.selection, reflect_with_model=spec.reflect_with_model, draw=spec.draw,
             )
+            if adapter is None and not done and pos == 0 and "weights" in spec.learning and store is not None:
+                # a fresh stream with weight learning goes on from the adapter an earlier run left in the store
+                probe = make_backend(None)
+                adapter, note = stored_adapter(store, probe)
+                close = getattr(probe, "aclose", None)
+                if close is not None:
+                    await close()
+                if note:
+                    emit({"event": "note", "task": task.name, "text": note})
             backend = make_backend(adapter)
             emit({"event": "task_start", "task": task.name, "position": pos, "model": backend.model_id})
             try:
@@ -494,10 +503,17 @@ async def arun_stream(
                 release_memory()  # the generation's caches, before the next fit or task loads a model
             if "weights" in spec.learning and (train_last or pos < len(task_list) - 1):
                 t_w = time.perf_counter()
-                adapter = await train_adapter(task, backend, ctx, extras, start=adapter, out_dir=out / "adapters" / f"{pos + 1:02d}-{task.name}",
+                adapter_dir = out / "adapters" / f"{pos + 1:02d}-{task.name}"
+                if adapter_dir.exists():
+                    import shutil
+
+                    shutil.rmtree(adapter_dir)  # a fit this run began before it was stopped: the task was redone
+                adapter = await train_adapter(task, backend, ctx, extras, start=adapter, out_dir=adapter_dir,
                                               spec=spec.weights, seed=spec.seed)
                 outcome.weights_s = time.perf_counter() - t_w
                 outcome.adapter = adapter.to_dict() if adapter is not None else None
+                if adapter is not None and store is not None:
+                    remember_adapter(store, adapter, backend)
                 emit({"event": "weights", "task": task.name, "seconds": outcome.weights_s,
                       "adapter": outcome.adapter})
             done.append(outcome.to_dict())
@@ -509,6 +525,42 @@ async def arun_stream(
         if store is not None:
             store.close()
     return outcomes
+
+
+#: the store's state key for the adapter the last weights fit left (see ``stored_adapter``)
+ADAPTER_STATE = "adapter"
+
+
+def base_model_of(backend: Any) -> str:
+    """The id of ``backend``'s model without its adapter: what a stored adapter must have been trained on."""
+    return str(getattr(backend, "model_id", "")).split("+lora:")[0]
+
+
+def remember_adapter(store: Any, adapter: Any, backend: Any) -> None:
+    """Keep ``adapter`` in the store, so a later stream or ``generate --store`` starts from it."""
+    store.put_state(ADAPTER_STATE, {"ref": adapter.to_dict(), "base": base_model_of(backend)})
+
+
+def stored_adapter(store: Any, backend: Any) -> tuple[Any, str]:
+    """The adapter the store's last weights fit left, if it fits ``backend``'s model, and a line saying
+    what was done: ``(AdapterRef or None, note)``; the note is empty when the store holds none."""
+    from streamsynth.backends.local_hf import resolve_adapter
+    from streamsynth.errors import StreamsynthError
+    from streamsynth.learn.weights import AdapterRef
+
+    saved = store.get_state(ADAPTER_STATE)
+    if not saved:
+        return None, ""
+    base = base_model_of(backend)
+    try:
+        ref = AdapterRef.from_dict(saved["ref"])
+        if saved.get("base") != base:
+            return None, (f"the store's LoRA adapter was trained on {saved.get('base')}, not on this model ({base}); "
+                          "starting from the base model")
+        resolve_adapter(ref)  # the folder still holds the weights the store names
+    except (StreamsynthError, KeyError, TypeError) as exc:
+        return None, f"the store's LoRA adapter cannot be used ({exc}); starting from the base model"
+    return ref, f"starting from the store's LoRA adapter {ref.path} (sha256 {ref.digest[:12]})"
 
 
 async def train_adapter(task: Task, backend: Any, ctx: LearningContext, extras: Mapping[str, Any], *, start: Any,
