@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Choose the selection's quality-diversity balance on dev data: replay the ranking and the gate
+of saved stream runs under other balances.
+
+    python bench/balance_replay.py --tasks examples/sst2.yaml examples/ag_news.yaml \
+        examples/trec.yaml examples/emotion.yaml --seed 0 \
+        --runs bench/results/stream-shrink-fwd-work/experience-fwd-s0 --balance 0.3 0.5 0.7 0.9 1 \
+        --out balance-replay.json
+
+For every task folder of the runs (``NN-TASK``, as ``bench/gate_replay.py`` reads them) it takes
+the candidates the gate chose from (the kept samples and those the gate turned away, with their
+rewards), ranks them again with ``MMRSelector(balance=b)`` for each ``--balance`` (1: reward
+only, 0: diversity only), and asks ``DevUtility.best_prefix`` with the stream's defaults which
+prefix to keep. The dev-side figure is what the gate saw: the dev (or seed cross-validation)
+accuracy of the kept prefix minus that of the seeds alone. The test split is read only to score
+each choice afterwards (the student on the seeds plus the kept prefix, first ``--test-rows`` rows).
+A default is chosen by the dev-side column; the test column says whether that choice held.
+
+What it cannot tell: another ranking on one task would change what later tasks learned from it;
+the replay keeps every task's candidates as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gate_replay import ranked_candidates  # noqa: E402
+from student_eval import load, rows_to_xy  # noqa: E402
+
+from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
+from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN, DevUtility  # noqa: E402
+from streamsynth.quality.select import MMRSelector  # noqa: E402
+from streamsynth.records import Provenance, Sample  # noqa: E402
+from streamsynth.task import read_rows  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", required=True, help="the stream's task specs (classification)")
+    p.add_argument("--runs", nargs="+", required=True, help="stream work folders holding NN-TASK folders")
+    p.add_argument("--seed", type=int, required=True, help="the seed those runs drew their seeds with")
+    p.add_argument("--balance", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 1.0], help="MMR balances to try")
+    p.add_argument("--repeats", type=int, default=5, help="seed cross-validation draws (tasks without dev data)")
+    p.add_argument("--test-rows", type=int, default=1000)
+    p.add_argument("--out", default=None, help="JSON result file (default: print only)")
+    args = p.parse_args(argv)
+    bad = [b for b in args.balance if not 0 <= b <= 1]
+    if bad:
+        p.error(f"--balance values must lie within [0, 1] (1: reward only, 0: diversity only); got {bad}")
+    return args
+
+
+def with_rewards(folder: Path, candidates: list[Any], task: Any) -> list[Sample]:
+    """The candidates as accepted samples carrying the scores the run gave them: kept rows keep them
+    under ``meta.scores`` in ``samples.jsonl``; those the gate turned away are samples already."""
+    scores = {}
+    path = folder / "samples.jsonl"
+    for line in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else []):
+        if line.strip():
+            row = json.loads(line)
+            key = tuple(str(row[f]) for f in task.input_fields) + (str(row[task.output_field]),)
+            scores[key] = row.get("meta", {}).get("scores", {})
+    out = []
+    for i, c in enumerate(candidates):
+        if isinstance(c, Sample):  # turned away by the gate: the same sample, accepted again for the replay
+            out.append(Sample(c.id, c.task, dict(c.inputs), c.output, c.provenance, scores=dict(c.scores)))
+        else:
+            key = tuple(c.inputs[f] for f in task.input_fields) + (c.output,)
+            out.append(Sample(f"kept-{i}", task.name, dict(c.inputs), c.output, Provenance("replay", "replay", "", "", "", 0, i),
+                              scores=dict(scores.get(key, {}))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    specs = {}
+    for p in map(Path, args.tasks):
+        if not p.is_file():
+            raise SystemExit(f"error: task spec {p} not found")
+        task = load(p, args.seed)[0]
+        if not task.is_classification or task.test_source is None:
+            raise SystemExit(f"error: {p}: needs a classification task with 'data.test'")
+        specs[task.name] = task
+    embedder = Embedder()
+    embedder.load()
+    rows_out: list[dict[str, Any]] = []
+    for run in map(Path, args.runs):
+        folders = sorted(f for f in run.iterdir() if f.is_dir() and "-" in f.name) if run.is_dir() else []
+        if not folders:
+            raise SystemExit(f"error: {run} holds no NN-TASK folders of a stream run")
+        for folder in folders:
+            name = folder.name.split("-", 1)[1]
+            task = specs.get(name)
+            if task is None:
+                print(f"skipping {folder}: no spec among --tasks is named {name!r}", file=sys.stderr)
+                continue
+            candidates = with_rewards(folder, ranked_candidates(folder, task)[0], task)
+            utility = DevUtility(embedder=embedder, seed=args.seed, repeats=args.repeats)
+            # the test split: read here, after the gate's choices are made from dev data alone
+            choices = []
+            for b in args.balance:
+                ranked = MMRSelector(balance=b, embedder=embedder).select(candidates, task, seed=0)
+                choice = utility.best_prefix(task, ranked, fractions=GATE_FRACTIONS, min_gain=GATE_MIN_GAIN,
+                                             confidence_z=GATE_CONFIDENCE_Z)
+                choices.append((b, ranked[: choice.keep], choice))
+            test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
+            tx, ty = rows_to_xy(test_rows, task.input_fields, task.output_field, set(task.label_names))[:2]
+            seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
+            seeds_y = [e.output for e in task.seeds]
+            row: dict[str, Any] = {"run": str(run), "task": name, "method": "dev" if task.dev else "cv",
+                                   "candidates": len(candidates), "by_balance": []}
+            for b, kept, choice in choices:
+                student = EmbeddingLogRegStudent(embedder).train(
+                    seeds_x + [example_text(s.inputs, task.input_fields) for s in kept], seeds_y + [s.output for s in kept])
+                row["by_balance"].append({
+                    "balance": b, "keep": choice.keep,
+                    "dev_gain": round(choice.scores.get(choice.keep, choice.seed_only) - choice.seed_only, 4),
+                    "test": round(student.evaluate(tx, ty)["accuracy"], 4)})
+            rows_out.append(row)
+            print(f"{run.name} {name} ({row['method']}, {len(candidates)} candidates): " + "; ".join(
+                f"b{c['balance']:g} keep {c['keep']} dev {c['dev_gain']:+.3f} test {c['test']:.3f}" for c in row["by_balance"]),
+                flush=True)
+    summary = []
+    for i, b in enumerate(args.balance):
+        cells = [r["by_balance"][i] for r in rows_out]
+        summary.append({"balance": b, "cells": len(cells), "mean_dev_gain": round(mean(c["dev_gain"] for c in cells), 4),
+                        "mean_test": round(mean(c["test"] for c in cells), 4), "mean_keep": round(mean(c["keep"] for c in cells), 1)})
+        print(f"balance {b:g}: mean dev gain {summary[-1]['mean_dev_gain']:+.4f}, mean test {summary[-1]['mean_test']:.4f}, "
+              f"mean kept {summary[-1]['mean_keep']:.1f} over {len(cells)} task runs")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"benchmark": "balance_replay", "command": " ".join(sys.argv), "seed": args.seed,
+                                              "rows": rows_out, "summary": summary,
+                                              "wall_s": round(time.perf_counter() - t0, 1)}, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
