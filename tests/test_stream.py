@@ -351,6 +351,30 @@ def test_a_later_stream_with_weights_starts_from_the_adapter_the_store_keeps(str
     assert made[1] is None and any(e["event"] == "note" and "cannot be used" in e["text"] for e in events)
 
 
+def test_a_stored_adapter_of_another_model_is_not_used_and_generate_says_so(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from streamsynth.cli.main import _adapter_from_store
+    from streamsynth.learn.stream import remember_adapter, stored_adapter
+    from streamsynth.learn.weights import AdapterRef, adapter_digest
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (folder / "adapter_model.safetensors").write_bytes(b"lora weights")
+    ref = AdapterRef(folder, adapter_digest(folder), "local:base@0")
+    trained_on = SimpleNamespace(model_id="local:smol@aaa+lora:123")
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        assert stored_adapter(st, trained_on) == (None, "")  # nothing stored yet
+        remember_adapter(st, ref, trained_on)
+        got, note = stored_adapter(st, SimpleNamespace(model_id="local:smol@aaa"))
+        assert got == ref and "starting from" in note
+        got, note = stored_adapter(st, SimpleNamespace(model_id="local:other@bbb"))
+        assert got is None and "trained on local:smol@aaa" in note
+    assert _adapter_from_store(tmp_path / "exp.sqlite", SimpleNamespace(model_id="local:other@bbb")) is None
+    assert "not on this model" in capsys.readouterr().err
+
+
 def test_a_fit_stopped_midway_is_redone_into_a_clean_folder(stream_file, tmp_path, hash_embedder, monkeypatch):
     import streamsynth.learn.stream as stream_mod
 
