@@ -74,8 +74,10 @@ def with_rewards(folder: Path, candidates: list[Any], task: Any) -> list[Sample]
             out.append(Sample(c.id, c.task, dict(c.inputs), c.output, c.provenance, scores=dict(c.scores)))
         else:
             key = tuple(c.inputs[f] for f in task.input_fields) + (c.output,)
-            out.append(Sample(f"kept-{i}", task.name, dict(c.inputs), c.output, Provenance("replay", "replay", "", "", "", 0, i),
-                              scores=dict(scores.get(key, {}))))
+            # the seeds its prompt showed stay on it: the cross-validation leaves such samples out of a
+            # fold that tests on those seeds (without them the replay's folds would leak)
+            prov = Provenance("replay", "replay", "", "", "", 0, i, seed_example_ids=tuple(c.provenance.seed_example_ids))
+            out.append(Sample(f"kept-{i}", task.name, dict(c.inputs), c.output, prov, scores=dict(scores.get(key, {}))))
     return out
 
 
