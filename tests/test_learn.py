@@ -79,6 +79,8 @@ def test_exploring_strategy_draw_is_checked_and_kept_by_clone(task):
         ExploringStrategy(draw="greedy")
     m = ExploringStrategy(draw="factored", prior={pid: (2.0, 1.0) for pid in pattern_space()})
     assert m.clone(guidance="").draw == "factored" and m.config_state()["params"]["draw"] == "factored"
+    joint = ExploringStrategy(prior={pid: (2.0, 1.0) for pid in pattern_space()})  # the joint draw ignores a prior
+    assert "draw" not in joint.config_state()["params"] and "prior" not in joint.config_state()["params"]
     assert m.clone(policy={pid: (5.0, 1.0) for pid in pattern_space()}).prior == m.prior  # a learner's update keeps it
     assert m.plan(task, 0, 0).pattern in m.policy
     check_method(m, task)

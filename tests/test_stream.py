@@ -161,6 +161,31 @@ def test_the_same_stream_run_again_into_a_new_folder_builds_on_the_store(stream_
         assert len({x.split("-")[1] for x in st.snapshots()}) == 2  # each run names its own snapshots
 
 
+def test_resuming_after_another_run_used_the_store_keeps_that_runs_experience(stream_file, tmp_path, hash_embedder):
+    stream = load_stream(stream_file)
+    made = []
+
+    def stop_at_task_2(adapter):
+        if made:
+            raise KeyboardInterrupt
+        made.append(1)
+        return FakeBackend(label_true)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(arun_stream(stream, out=tmp_path / "a", make_backend=stop_at_task_2, embedder=hash_embedder))
+    run(stream_file, tmp_path / "b", label_true, hash_embedder)  # another run finishes on the same store
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        tasks_before = len(st.all_pattern_stats())
+        lessons_before = len(st.retrieve_lessons(hash_embedder.encode(["film"])[0], now=10, k=1000))
+    events: list[dict] = []
+    asyncio.run(arun_stream(stream, out=tmp_path / "a", make_backend=lambda a: FakeBackend(label_true),
+                            embedder=hash_embedder, on_event=events.append))
+    assert any(e["event"] == "note" and "not rolled back" in e["text"] for e in events)
+    with ExperienceStore(tmp_path / "exp.sqlite") as st:
+        assert len(st.all_pattern_stats()) >= tasks_before  # run b's experience is still there
+        assert len(st.retrieve_lessons(hash_embedder.encode(["film"])[0], now=10, k=1000)) > lessons_before
+
+
 def test_a_damaged_progress_file_is_a_clear_error_and_is_left_as_it_is(stream_file, tmp_path, hash_embedder):
     out = tmp_path / "run"
     out.mkdir()
@@ -193,6 +218,7 @@ def test_a_task_that_cannot_be_scored_stops_the_stream_before_any_model_call(str
     with pytest.raises(DataError, match="thin.*no dev data"):
         run(stream_file, tmp_path / "run", label_true, hash_embedder)
     assert not (tmp_path / "run" / "01-films").exists()  # the first task did not spend its budget
+    assert not (tmp_path / "run" / "stream.json").exists()  # nor was the folder claimed: a fixed file runs there
 
 
 def test_weights_learning_with_a_remote_backend_is_refused_at_once(stream_file, tmp_path):
@@ -369,6 +395,7 @@ def test_a_stored_adapter_of_another_model_is_not_used_and_generate_says_so(tmp_
         remember_adapter(st, ref, trained_on)
         got, note = stored_adapter(st, SimpleNamespace(model_id="local:smol@aaa"))
         assert got == ref and "starting from" in note
+        assert stored_adapter(st, SimpleNamespace(model_id="local:smol@aaa+bfloat16"))[0] == ref  # same weights
         got, note = stored_adapter(st, SimpleNamespace(model_id="local:other@bbb"))
         assert got is None and "trained on local:smol@aaa" in note
     assert _adapter_from_store(tmp_path / "exp.sqlite", SimpleNamespace(model_id="local:other@bbb")) is None

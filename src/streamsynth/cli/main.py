@@ -48,9 +48,11 @@ def _friendly(fn):
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
         except OSError as exc:  # a path that cannot be made, read or written: no traceback for that
-            where = f" {exc.filename}" if exc.filename else ""
-            err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}; check that the path is a folder you can "
-                      "write to and that the disk has room", highlight=False)
+            from rich.markup import escape
+
+            where = f"{escape(str(exc.filename))}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {where}{escape(exc.strerror or str(exc))}; check the path, its permissions "
+                      "and free disk space", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper

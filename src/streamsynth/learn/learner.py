@@ -123,7 +123,8 @@ class SynLearner:
         probe = self.experience_for(task, descriptor, now=now, arms=pattern_space(guided=True))
         arms = pattern_space(guided=bool(probe.guidance))
         priors = {pid: probe.priors.get(pid, (1.0, 1.0)) for pid in arms}
-        method = explorer.clone(policy={p: list(v) for p, v in priors.items()}, prior={p: list(v) for p, v in priors.items()},
+        method = explorer.clone(policy={p: list(v) for p, v in priors.items()},
+                                prior={p: list(v) for p, v in priors.items()} if explorer.draw == "factored" else None,
                                 guidance=probe.guidance,
                                 exemplars={k: list(v) for k, v in probe.exemplars.items()})
         return _with_method(program, i, method), probe

@@ -173,6 +173,15 @@ class ExploringStrategy(AttributeConditionedStrategy):
         #: high-reward texts from earlier runs of the same task, per label: extra demonstrations
         self.exemplars = {k: list(v) for k, v in (exemplars or {}).items()}
 
+    def config_state(self) -> dict[str, Any]:
+        # the joint draw ignores ``prior``: leave both out, so runs written before the factored draw
+        # existed keep their fingerprints (and resume)
+        state = super().config_state()
+        if self.draw == "joint":
+            state["params"].pop("draw", None)
+            state["params"].pop("prior", None)
+        return state
+
     def plan(self, task: Task, index: int, seed: int) -> Item:
         draw_seed = derive_seed(seed, "pattern", index)
         if self.draw == "factored":

@@ -369,6 +369,8 @@ class Progress:
     run: str
     clock: float
     done: list[dict[str, Any]]
+    #: written by a version without run ids (its snapshots are named after the stream's fingerprint)
+    legacy: bool = False
 
 
 _OUTCOME_FIELDS = {f.name for f in dataclasses.fields(TaskOutcome)}
@@ -380,7 +382,7 @@ def _read_progress(out: Path, stream_fp: str) -> Progress | None:
     p = _progress_path(out)
     if not p.is_file():
         return None
-    fix = f"choose another --out folder, or delete {p} to run the stream from its first task"
+    fix = f"choose another --out folder (or remove {out} as a whole to run the stream again from its first task)"
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -397,7 +399,19 @@ def _read_progress(out: Path, stream_fp: str) -> Progress | None:
     if isinstance(clock, bool) or not isinstance(clock, (int, float)):
         raise ConfigError(f"{p}: 'clock' must be a number; {fix}")
     # progress files from before run ids named their snapshots after the stream's fingerprint
-    return Progress(run=str(data.get("run") or stream_fp[:10]), clock=float(clock), done=list(done))
+    return Progress(run=str(data.get("run") or stream_fp[:10]), clock=float(clock), done=list(done),
+                    legacy="run" not in data)
+
+
+#: the store's state key naming the stream run that snapshotted it last (see ``_mark_and_snapshot``)
+HEAD_STATE = "head"
+
+
+def _mark_and_snapshot(store: Any, run: str, tasks_done: int) -> None:
+    """Snapshot the store as ``RUN-N``, marked with the run that took it: a resumed run rolls the store
+    back only while that mark is its own (no other run has written to the store since)."""
+    store.put_state(HEAD_STATE, {"run": run, "tasks_done": tasks_done})
+    store.snapshot(f"{run}-{tasks_done}")
 
 
 def _write_progress(out: Path, stream_fp: str, progress: Progress) -> None:
@@ -430,13 +444,22 @@ async def arun_stream(
 
     spec = stream.spec
     emit = on_event or (lambda e: None)
-    out.mkdir(parents=True, exist_ok=True)
     sfp = stream.fingerprint
     progress = _read_progress(out, sfp)
     if embedder is None:
         from streamsynth.eval.embedder import Embedder
 
         embedder = Embedder()
+    task_list = list(tasks) if tasks is not None else [load_task(p) for p in stream.task_paths]
+    # what would stop the stream after a task's budget is spent is checked before anything is written
+    checker = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
+    for task in task_list[len(progress.done) if progress else 0:]:
+        checker.check(task)
+    if "weights" in spec.learning:
+        from streamsynth.learn.weights import require_extra
+
+        require_extra("peft", *(("trl", "datasets") if spec.weights.grpo_steps > 0 else ()))
+    out.mkdir(parents=True, exist_ok=True)
     explicit = "explicit" in spec.learning
     store = ExperienceStore(stream.store_path) if explicit or "weights" in spec.learning else None
     outcomes: list[TaskOutcome] = []
@@ -445,27 +468,25 @@ async def arun_stream(
             progress = Progress(run=f"{sfp[:6]}-{uuid.uuid4().hex[:8]}",
                                 clock=store.next_time() if store is not None else 0.0, done=[])
             _write_progress(out, sfp, progress)
+        elif progress.legacy:
+            emit({"event": "note", "task": "", "text": f"resuming a stream an older version began in {out}: the tasks "
+                  "still to do run with this version's defaults"})
         done = progress.done
         snap = f"{progress.run}-{len(done)}"
         if store is not None:
-            if snap in store.snapshots():
+            head = store.get_state(HEAD_STATE)
+            if snap not in store.snapshots():
+                _mark_and_snapshot(store, progress.run, len(done))
+            elif head is None or head.get("run") == progress.run:
                 store.restore(snap)  # roll back whatever an interrupted task had half written
             else:
-                store.snapshot(snap)
+                emit({"event": "note", "task": "", "text": f"another stream run ({head.get('run')}) wrote to "
+                      f"{stream.store_path} since this one stopped; the store is not rolled back, so its experience stays"})
         adapter = None
         if done and done[-1].get("adapter"):
             from streamsynth.learn.weights import AdapterRef
 
             adapter = AdapterRef.from_dict(done[-1]["adapter"])
-        task_list = list(tasks) if tasks is not None else [load_task(p) for p in stream.task_paths]
-        # what would stop the stream after a task's budget is spent is checked before the first call
-        checker = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
-        for task in task_list[len(done):]:
-            checker.check(task)
-        if "weights" in spec.learning:
-            from streamsynth.learn.weights import require_extra
-
-            require_extra("peft", *(("trl", "datasets") if spec.weights.grpo_steps > 0 else ()))
         for pos, task in enumerate(task_list):
             if pos < len(done):
                 outcomes.append(TaskOutcome(**done[pos]))
@@ -504,7 +525,8 @@ async def arun_stream(
             if "weights" in spec.learning and (train_last or pos < len(task_list) - 1):
                 t_w = time.perf_counter()
                 adapter_dir = out / "adapters" / f"{pos + 1:02d}-{task.name}"
-                if adapter_dir.exists():
+                start_path = getattr(adapter, "path", None)
+                if adapter_dir.exists() and not (start_path is not None and Path(start_path).resolve() == adapter_dir.resolve()):
                     import shutil
 
                     shutil.rmtree(adapter_dir)  # a fit this run began before it was stopped: the task was redone
@@ -518,7 +540,7 @@ async def arun_stream(
                       "adapter": outcome.adapter})
             done.append(outcome.to_dict())
             if store is not None:
-                store.snapshot(f"{progress.run}-{pos + 1}")
+                _mark_and_snapshot(store, progress.run, pos + 1)
             _write_progress(out, sfp, progress)
             outcomes.append(outcome)
     finally:
@@ -532,13 +554,17 @@ ADAPTER_STATE = "adapter"
 
 
 def base_model_of(backend: Any) -> str:
-    """The id of ``backend``'s model without its adapter: what a stored adapter must have been trained on."""
-    return str(getattr(backend, "model_id", "")).split("+lora:")[0]
+    """The id of ``backend``'s model weights (``local:NAME@DIGEST``), without the numerics or adapter it
+    runs with (``+bfloat16``, ``+lora:…``): what a stored adapter must have been trained on."""
+    return str(getattr(backend, "model_id", "")).split("+", 1)[0]
 
 
 def remember_adapter(store: Any, adapter: Any, backend: Any) -> None:
     """Keep ``adapter`` in the store, so a later stream or ``generate --store`` starts from it."""
-    store.put_state(ADAPTER_STATE, {"ref": adapter.to_dict(), "base": base_model_of(backend)})
+    ref = adapter.to_dict()
+    if ref.get("path"):
+        ref["path"] = str(Path(ref["path"]).resolve())  # found from any working folder
+    store.put_state(ADAPTER_STATE, {"ref": ref, "base": base_model_of(backend)})
 
 
 def stored_adapter(store: Any, backend: Any) -> tuple[Any, str]:
