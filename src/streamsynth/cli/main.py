@@ -340,9 +340,10 @@ def stream(
         elif kind == "task_done":
             u = e["utility"]
             con.print(
-                f"  done: {e['calls']} calls, {e['kept']} of {e['samples']} samples kept; rewards: mean {e['mean_reward']:.3f}, "
-                f"label {e['mean_label']:.3f}, quality {e['mean_quality']:.3f}; diversity {e['diversity']:.3f}, "
-                f"distinct-2 {e['distinct_2']:.3f}; dev utility ({u['method']}) seeds {u['seed_only']:.3f} -> "
+                f"  done: {e['calls']} calls, {e['kept']} of {e['samples']} samples kept; mean reward {e['mean_reward']:.3f}; "
+                + (f"kept set: label {e['mean_label']:.3f}, quality {e['mean_quality']:.3f}, diversity {e['diversity']:.3f}, "
+                   f"distinct-2 {e['distinct_2']:.3f}; " if e["kept"] else "kept set: empty; ")
+                + f"dev utility ({u['method']}) seeds {u['seed_only']:.3f} -> "
                 f"{float(u['scores'].get(str(u['kept']), u['seed_only'])):.3f} with what was kept; {e['wall_s']:.0f} s",
                 highlight=False)
             con.print(f"  {e['message']}", highlight=False)
