@@ -32,14 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_replay import ranked_candidates  # noqa: E402
-from student_eval import load, rows_to_xy  # noqa: E402
+from gate_replay import load_specs, ranked_candidates, read_tests, task_folders  # noqa: E402
 
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN, DevUtility  # noqa: E402
 from streamsynth.quality.select import MMRSelector  # noqa: E402
 from streamsynth.records import Provenance, Sample  # noqa: E402
-from streamsynth.task import read_rows  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,79 +56,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def with_rewards(folder: Path, candidates: list[Any], task: Any) -> list[Sample]:
-    """The candidates as accepted samples carrying the scores the run gave them: kept rows keep them
-    under ``meta.scores`` in ``samples.jsonl``; those the gate turned away are samples already."""
-    scores = {}
-    path = folder / "samples.jsonl"
-    for line in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else []):
-        if line.strip():
-            row = json.loads(line)
-            key = tuple(str(row[f]) for f in task.input_fields) + (str(row[task.output_field]),)
-            scores[key] = row.get("meta", {}).get("scores", {})
+def as_samples(candidates: list[Any], task: Any) -> list[Sample]:
+    """The candidates as accepted samples with the scores the run gave them (``read_kept`` keeps a kept
+    row's scores; those the gate turned away are samples already)."""
     out = []
     for i, c in enumerate(candidates):
-        if isinstance(c, Sample):  # turned away by the gate: the same sample, accepted again for the replay
-            out.append(Sample(c.id, c.task, dict(c.inputs), c.output, c.provenance, scores=dict(c.scores)))
-        else:
-            key = tuple(c.inputs[f] for f in task.input_fields) + (c.output,)
-            # the seeds its prompt showed stay on it: the cross-validation leaves such samples out of a
-            # fold that tests on those seeds (without them the replay's folds would leak)
-            prov = Provenance("replay", "replay", "", "", "", 0, i, seed_example_ids=tuple(c.provenance.seed_example_ids))
-            out.append(Sample(f"kept-{i}", task.name, dict(c.inputs), c.output, prov, scores=dict(scores.get(key, {}))))
+        # the seeds a prompt showed stay on its sample: the cross-validation leaves such samples out of
+        # a fold that tests on those seeds (without them the replay's folds would leak)
+        prov = c.provenance if isinstance(c, Sample) else Provenance(
+            "replay", "replay", "", "", "", 0, i, seed_example_ids=tuple(c.provenance.seed_example_ids))
+        sid = c.id if isinstance(c, Sample) else f"kept-{i}"
+        out.append(Sample(sid, task.name, dict(c.inputs), c.output, prov, scores=dict(c.scores)))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    specs = {}
-    for p in map(Path, args.tasks):
-        if not p.is_file():
-            raise SystemExit(f"error: task spec {p} not found")
-        task = load(p, args.seed)[0]
-        if not task.is_classification or task.test_source is None:
-            raise SystemExit(f"error: {p}: needs a classification task with 'data.test'")
-        specs[task.name] = task
+    specs = load_specs(args.tasks, args.seed)
+    tests = read_tests(specs, args.test_rows)  # only to score the gate's choices afterwards
     embedder = Embedder()
     embedder.load()
     rows_out: list[dict[str, Any]] = []
-    for run in map(Path, args.runs):
-        folders = sorted(f for f in run.iterdir() if f.is_dir() and "-" in f.name) if run.is_dir() else []
-        if not folders:
-            raise SystemExit(f"error: {run} holds no NN-TASK folders of a stream run")
-        for folder in folders:
-            name = folder.name.split("-", 1)[1]
-            task = specs.get(name)
-            if task is None:
-                print(f"skipping {folder}: no spec among --tasks is named {name!r}", file=sys.stderr)
-                continue
-            candidates = with_rewards(folder, ranked_candidates(folder, task)[0], task)
-            utility = DevUtility(embedder=embedder, seed=args.seed, repeats=args.repeats)
-            # the test split: read here, after the gate's choices are made from dev data alone
-            choices = []
-            for b in args.balance:
-                ranked = MMRSelector(balance=b, embedder=embedder).select(candidates, task, seed=0)
-                choice = utility.best_prefix(task, ranked, fractions=GATE_FRACTIONS, min_gain=GATE_MIN_GAIN,
-                                             confidence_z=GATE_CONFIDENCE_Z)
-                choices.append((b, ranked[: choice.keep], choice))
-            test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
-            tx, ty = rows_to_xy(test_rows, task.input_fields, task.output_field, set(task.label_names))[:2]
-            seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
-            seeds_y = [e.output for e in task.seeds]
-            row: dict[str, Any] = {"run": str(run), "task": name, "method": "dev" if task.dev else "cv",
-                                   "candidates": len(candidates), "by_balance": []}
-            for b, kept, choice in choices:
-                student = EmbeddingLogRegStudent(embedder).train(
-                    seeds_x + [example_text(s.inputs, task.input_fields) for s in kept], seeds_y + [s.output for s in kept])
-                row["by_balance"].append({
-                    "balance": b, "keep": choice.keep,
-                    "dev_gain": round(choice.scores.get(choice.keep, choice.seed_only) - choice.seed_only, 4),
-                    "test": round(student.evaluate(tx, ty)["accuracy"], 4)})
-            rows_out.append(row)
-            print(f"{run.name} {name} ({row['method']}, {len(candidates)} candidates): " + "; ".join(
-                f"b{c['balance']:g} keep {c['keep']} dev {c['dev_gain']:+.3f} test {c['test']:.3f}" for c in row["by_balance"]),
-                flush=True)
+    for run, folder, task in task_folders(args.runs, specs):
+        candidates = as_samples(ranked_candidates(folder, task)[0], task)
+        utility = DevUtility(embedder=embedder, seed=args.seed, repeats=args.repeats)
+        choices = []
+        for b in args.balance:
+            ranked = MMRSelector(balance=b, embedder=embedder).select(candidates, task, seed=0)
+            choice = utility.best_prefix(task, ranked, fractions=GATE_FRACTIONS, min_gain=GATE_MIN_GAIN,
+                                         confidence_z=GATE_CONFIDENCE_Z)
+            choices.append((b, ranked[: choice.keep], choice))
+        tx, ty = tests[task.name]
+        seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
+        seeds_y = [e.output for e in task.seeds]
+        row: dict[str, Any] = {"run": str(run), "task": task.name, "method": "dev" if task.dev else "cv",
+                               "candidates": len(candidates), "by_balance": []}
+        for b, kept, choice in choices:
+            student = EmbeddingLogRegStudent(embedder).train(
+                seeds_x + [example_text(s.inputs, task.input_fields) for s in kept], seeds_y + [s.output for s in kept])
+            row["by_balance"].append({
+                "balance": b, "keep": choice.keep,
+                "dev_gain": round(choice.scores.get(choice.keep, choice.seed_only) - choice.seed_only, 4),
+                "test": round(student.evaluate(tx, ty)["accuracy"], 4)})
+        rows_out.append(row)
+        print(f"{run.name} {task.name} ({row['method']}, {len(candidates)} candidates): " + "; ".join(
+            f"b{c['balance']:g} keep {c['keep']} dev {c['dev_gain']:+.3f} test {c['test']:.3f}" for c in row["by_balance"]),
+            flush=True)
     summary = []
     for i, b in enumerate(args.balance):
         cells = [r["by_balance"][i] for r in rows_out]

@@ -68,55 +68,76 @@ def ranked_candidates(folder: Path, task: Any) -> tuple[list[Any], int]:
     return kept + turned_away, len(kept)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    t0 = time.perf_counter()
+def load_specs(paths: list[str], seed: int) -> dict[str, Any]:
+    """The --tasks specs by task name, with the seeds drawn by ``seed``; exits with a clear line when a
+    spec is missing or is not a classification task with a test split."""
     specs = {}
-    for p in map(Path, args.tasks):
+    for p in map(Path, paths):
         if not p.is_file():
             raise SystemExit(f"error: task spec {p} not found")
-        task = load(p, args.seed)[0]
+        task = load(p, seed)[0]
         if not task.is_classification or task.test_source is None:
             raise SystemExit(f"error: {p}: needs a classification task with 'data.test'")
         specs[task.name] = task
-    tests = {}  # the test split, read once per task, for the final scores only
+    return specs
+
+
+def read_tests(specs: dict[str, Any], rows: int) -> dict[str, tuple[list[str], list[str]]]:
+    """Each task's first ``rows`` test rows as (texts, labels): read once, only to score choices made
+    without them."""
+    tests = {}
     for name, task in specs.items():
-        test_rows = read_rows(task.test_source, what="data.test")[: args.test_rows]
+        test_rows = read_rows(task.test_source, what="data.test")[:rows]
         tests[name] = rows_to_xy(test_rows, task.input_fields, task.output_field, set(task.label_names))[:2]
-    embedder = Embedder()
-    embedder.load()
-    rows_out: list[dict[str, Any]] = []
-    for run in map(Path, args.runs):
+    return tests
+
+
+def task_folders(runs: list[str], specs: dict[str, Any]):
+    """``(run, folder, task)`` for every NN-TASK folder of the stream work folders ``runs`` whose task
+    is among ``specs`` (others are skipped with a line on stderr)."""
+    for run in map(Path, runs):
         folders = sorted(f for f in run.iterdir() if f.is_dir() and "-" in f.name) if run.is_dir() else []
         if not folders:
             raise SystemExit(f"error: {run} holds no NN-TASK folders of a stream run")
         for folder in folders:
             name = folder.name.split("-", 1)[1]
-            task = specs.get(name)
-            if task is None:
+            if name not in specs:
                 print(f"skipping {folder}: no spec among --tasks is named {name!r}", file=sys.stderr)
                 continue
-            ranked, kept_then = ranked_candidates(folder, task)
-            tx, ty = tests[name]
-            seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
-            seeds_y = [e.output for e in task.seeds]
-            test: dict[int, float] = {}
-            for k in sorted({int(round(f * len(ranked))) for f in FRACTIONS}):
-                extra = ranked[:k]
-                student = EmbeddingLogRegStudent(embedder).train(
-                    seeds_x + [example_text(s.inputs, task.input_fields) for s in extra], seeds_y + [s.output for s in extra])
-                test[k] = round(student.evaluate(tx, ty)["accuracy"], 4)
-            row: dict[str, Any] = {"run": str(run), "task": name, "method": "dev" if task.dev else "cv",
-                                   "candidates": len(ranked), "kept_in_run": kept_then, "test_by_kept": test, "choices": []}
-            for repeats in (args.repeats if not task.dev else args.repeats[:1]):
-                utility = DevUtility(embedder=embedder, seed=args.seed, repeats=repeats)
-                for z in args.z:
-                    choice = utility.best_prefix(task, ranked, fractions=FRACTIONS, min_gain=args.min_gain, confidence_z=z)
-                    row["choices"].append({"repeats": repeats, "z": z, "keep": choice.keep, "test": test[choice.keep],
-                                           "utility": {str(k): round(v, 4) for k, v in choice.scores.items()}})
-            rows_out.append(row)
-            picks = ", ".join(f"r{c['repeats']} z{c['z']:g}: keep {c['keep']} -> {c['test']:.3f}" for c in row["choices"])
-            print(f"{run.name} {name} ({row['method']}): test by kept {test}; {picks}", flush=True)
+            yield run, folder, specs[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    specs = load_specs(args.tasks, args.seed)
+    tests = read_tests(specs, args.test_rows)  # for the final scores only
+    embedder = Embedder()
+    embedder.load()
+    rows_out: list[dict[str, Any]] = []
+    for run, folder, task in task_folders(args.runs, specs):
+        name = task.name
+        ranked, kept_then = ranked_candidates(folder, task)
+        tx, ty = tests[name]
+        seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
+        seeds_y = [e.output for e in task.seeds]
+        test: dict[int, float] = {}
+        for k in sorted({int(round(f * len(ranked))) for f in FRACTIONS}):
+            extra = ranked[:k]
+            student = EmbeddingLogRegStudent(embedder).train(
+                seeds_x + [example_text(s.inputs, task.input_fields) for s in extra], seeds_y + [s.output for s in extra])
+            test[k] = round(student.evaluate(tx, ty)["accuracy"], 4)
+        row: dict[str, Any] = {"run": str(run), "task": name, "method": "dev" if task.dev else "cv",
+                               "candidates": len(ranked), "kept_in_run": kept_then, "test_by_kept": test, "choices": []}
+        for repeats in (args.repeats if not task.dev else args.repeats[:1]):
+            utility = DevUtility(embedder=embedder, seed=args.seed, repeats=repeats)
+            for z in args.z:
+                choice = utility.best_prefix(task, ranked, fractions=FRACTIONS, min_gain=args.min_gain, confidence_z=z)
+                row["choices"].append({"repeats": repeats, "z": z, "keep": choice.keep, "test": test[choice.keep],
+                                       "utility": {str(k): round(v, 4) for k, v in choice.scores.items()}})
+        rows_out.append(row)
+        picks = ", ".join(f"r{c['repeats']} z{c['z']:g}: keep {c['keep']} -> {c['test']:.3f}" for c in row["choices"])
+        print(f"{run.name} {name} ({row['method']}): test by kept {test}; {picks}", flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "gate_replay", "command": " ".join(sys.argv),

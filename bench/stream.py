@@ -194,8 +194,8 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
 
 
 def read_kept(folder: Path, task: Any) -> list[Any]:
-    """The kept samples of a stream task, from its written data set (inputs, output, and the seed
-    ids their prompts showed)."""
+    """The kept samples of a stream task, from its written data set (inputs, output, the seed ids
+    their prompts showed, and the scores the run gave them)."""
     from types import SimpleNamespace
 
     path = folder / "samples.jsonl"
@@ -207,7 +207,8 @@ def read_kept(folder: Path, task: Any) -> list[Any]:
             row = json.loads(line)
             seed_ids = tuple(row.get("meta", {}).get("provenance", {}).get("seed_example_ids", ()))
             out.append(SimpleNamespace(inputs={f: str(row[f]) for f in task.input_fields}, output=str(row[task.output_field]),
-                                       provenance=SimpleNamespace(seed_example_ids=seed_ids)))
+                                       provenance=SimpleNamespace(seed_example_ids=seed_ids),
+                                       scores=dict(row.get("meta", {}).get("scores", {}))))
     return out
 
 

@@ -306,11 +306,7 @@ def stream(
     cache = None if no_cache else ResponseCache(cache_root / "responses.sqlite")
     con = Console(soft_wrap=True)
 
-    def make(adapter):
-        if adapter is not None and backend is not BackendKind.local:
-            from streamsynth.errors import ConfigError
-
-            raise ConfigError("'weights' learning trains the local model; use --backend local or drop 'weights'")
+    def make(adapter):  # an adapter comes only with 'weights', refused above for any backend but local
         return _make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
                              timeout=60.0, batch_size=batch_size, cache_dir=cache_root, adapter=adapter)
 

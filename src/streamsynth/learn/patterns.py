@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from streamsynth.errors import ConfigError
+from streamsynth.learn.credit import pattern_parts
 from streamsynth.fingerprint import derive_seed
 from streamsynth.methods.attributed import DEFAULT_TEMPLATES, FALLBACK_ATTRIBUTES, AttributeConditionedStrategy, render_messages
 from streamsynth.methods.base import Item
@@ -98,7 +99,7 @@ def factored_choice(policy: Mapping[str, Sequence[float]], seed: int,
     for pid in sorted(policy):
         a, b = (float(x) for x in policy[pid])
         a0, b0 = (float(x) for x in prior.get(pid, (1.0, 1.0)))
-        for part in pid.split("|"):
+        for part in pattern_parts(pid):
             dim, _, value = part.partition("=")
             acc = pooled.setdefault(dim, {}).setdefault(value, [0.0, 0.0, 0.0, 0.0, 0.0])
             acc[0] += max(a - a0, 0.0)
@@ -116,7 +117,7 @@ def factored_choice(policy: Mapping[str, Sequence[float]], seed: int,
             v = rng.betavariate(max(alpha, 1e-3), max(beta, 1e-3))
             if v > best_v:
                 chosen[dim], best_v = value, v
-    order = [part.partition("=")[0] for part in sorted(policy)[0].split("|")]
+    order = [part.partition("=")[0] for part in pattern_parts(sorted(policy)[0])]
     pid = "|".join(f"{dim}={chosen[dim]}" for dim in order)
     return pid if pid in policy else thompson_choice(policy, seed)
 
