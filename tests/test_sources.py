@@ -209,6 +209,7 @@ def test_hub_dataset_offline_not_in_cache_says_what_to_do(tmp_path, monkeypatch)
         ({"hf": "x/y"}, "data.train", "needs 'split'"),
         ({"hf": "x/y", "path": "a.csv", "split": "train"}, "data.train", "not both"),
         ({"path": "a.csv", "colour": "red"}, "data.train", "unknown key"),
+        ({"path": "a.csv", "config": "plain_text"}, "data.train", "'config' is for 'hf' datasets"),
         (42, "data.train", "must be a path"),
     ],
 )
@@ -216,6 +217,13 @@ def test_bad_data_mapping_names_the_field(value, field, words, tmp_path):
     with pytest.raises(SpecError) as info:
         load_task(spec_for(tmp_path, value))
     assert info.value.field == field and words in str(info.value)
+
+
+def test_a_hub_dataset_takes_a_config(tmp_path):
+    from streamsynth.task.spec import DataRef
+
+    ref = DataRef.model_validate({"hf": "glue", "config": "sst2", "split": "train"})
+    assert (ref.hf, ref.config, ref.split) == ("glue", "sst2", "train")
 
 
 def test_seeds_from_a_mapping_and_dev_in_another_format(tmp_path):

@@ -264,7 +264,8 @@ def test_bad_stream_files_give_clear_errors(tmp_path):
         load_stream(f)
     for bad, where in (("credit: {weight: -1}", "credit.weight"), ("credit: {wieght: 1}", "credit.wieght"),
                        ("credit: {weight: .inf}", "credit.weight"), ("credit: {max_shift: 3}", "credit.max_shift"),
-                       ("credit: {shrink: -2}", "credit.shrink")):
+                       ("credit: {shrink: -2}", "credit.shrink"),
+                       ("reward: {label: 0, quality: 0, diversity: 0}", "reward: .*all 0")):
         f.write_text(f"tasks: [s.yaml]\n{bad}\n")
         with pytest.raises(SpecError, match=where):
             load_stream(f)

@@ -153,6 +153,22 @@ def test_backend_adapter_names_its_digest_and_bad_folders_fail_early(tmp_path):
         LocalHFBackend(base, adapter=stale)
 
 
+def test_with_adapter_is_a_new_backend_and_leaves_the_first_as_it_was(tmp_path, monkeypatch):
+    import streamsynth.backends.local_hf as local_hf
+
+    base = _fake_model_folder(tmp_path)
+    adapter = _fake_adapter(tmp_path / "adapter")
+    plain = LocalHFBackend(base, batch_size=8, dtype="bfloat16")
+    monkeypatch.setattr(local_hf, "resolve_model", lambda m: pytest.fail("the model was resolved again"))
+    tuned = plain.with_adapter(adapter)
+    assert tuned.model_id == f"{plain.model_id}+lora:{adapter_digest(adapter)[:12]}"
+    assert plain.model_id.endswith("+bfloat16") and "+lora:" not in plain.model_id
+    assert (tuned.batch_size, tuned.dtype, tuned.converted_dir()) == (8, "bfloat16", plain.converted_dir())
+    assert tuned._lock is not plain._lock and tuned.with_adapter(None).model_id == plain.model_id
+    with pytest.raises(ConfigError, match="not a LoRA adapter folder"):
+        plain.with_adapter(tmp_path / "nothing")
+
+
 # -- slow: real training on the embedded model -------------------------------------------------
 @pytest.fixture(scope="module")
 def base_folder(model_cache_dir) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import hashlib
 import os
@@ -191,6 +192,14 @@ class LocalHFBackend(BaseBackend):
         self._model: Any = None
         self._tokenizer: Any = None
         self.load_seconds: float | None = None
+
+    def with_adapter(self, adapter: str | os.PathLike | AdapterRef | None) -> "LocalHFBackend":
+        """A backend like this one, not loaded, running ``adapter`` merged in: the model is not
+        resolved (hashed) again."""
+        other = copy.copy(self)
+        other._adapter = resolve_adapter(adapter)
+        other._lock, other._model, other._tokenizer, other._batcher, other.load_seconds = threading.Lock(), None, None, None, None
+        return other
 
     @property
     def model_id(self) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamsynth.errors import ConfigError, SpecError
 from streamsynth.fingerprint import derive_seed, fingerprint
@@ -51,13 +51,21 @@ class _Strict(BaseModel):
 
 
 class RewardSpec(_Strict):
+    """Weights of the per-sample reward; they are normalized to sum to 1, so only their ratio counts."""
+
     label: float = Field(0.4, ge=0)
     quality: float = Field(0.3, ge=0)
     diversity: float = Field(0.3, ge=0)
 
+    @model_validator(mode="after")
+    def _some_weight(self) -> "RewardSpec":
+        if self.label + self.quality + self.diversity <= 0:
+            raise ValueError("the weights label, quality and diversity are all 0; give at least one a positive weight")
+        return self
+
 
 class SelectionSpec(_Strict):
-    balance: float = Field(0.7, ge=0, le=1, description="1: quality only; 0: diversity only")
+    balance: float = Field(0.7, ge=0, le=1, description="1: reward only; 0: diversity only")
     min_gain: float = Field(GATE_MIN_GAIN, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
     fractions: list[float] = Field(list(GATE_FRACTIONS))
     confidence_z: float = Field(GATE_CONFIDENCE_Z, ge=0, description="the gain must also exceed this many standard errors")

@@ -59,8 +59,8 @@ class DataRef(_Strict):
             raise _FieldError("format", "'format' is for files; an 'hf' dataset has none")
         if self.hf is not None and self.split is None:
             raise _FieldError("split", f"an 'hf' dataset needs 'split', e.g. {{hf: {self.hf}, split: train}}")
-        if self.path is None and self.config is not None:
-            raise _FieldError("config", "'config' is for 'hf' datasets")
+        if self.hf is None and self.config is not None:
+            raise _FieldError("config", "'config' is for 'hf' datasets (a file has none); drop it or use 'hf'")
         return self
 
 
