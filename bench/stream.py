@@ -23,7 +23,9 @@ Arms:
   store, to tell what experience adds from what feedback inside a task adds.
 
 ``--reverse`` runs the tasks in the reverse order. The seed changes which seeds are drawn from
-train and all sampling.
+train and all sampling. The learning arms take the stream file's settings from ``--rounds``,
+``--draw`` and the pattern space ``--templates``, ``--shots``, ``--temperatures`` (defaults: the
+stream file's).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="feedback rounds per task in the learning arms")
     p.add_argument("--draw", choices=("joint", "factored"), default="joint",
                    help="learning arms: the pattern policy's draw (stream.yaml's 'draw')")
+    p.add_argument("--shots", type=int, nargs="+", default=None,
+                   help="learning arms: seeds per prompt the patterns try (stream.yaml's patterns.shots)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=None,
+                   help="learning arms: sampling temperatures the patterns try (patterns.temperatures)")
+    p.add_argument("--templates", nargs="+", default=None,
+                   help="learning arms: template variants the patterns try (patterns.templates)")
     p.add_argument("--backend", choices=("local", "fake"), default="local", help="local: the embedded model; fake: test replies")
     p.add_argument("--model", default=None, help="local model path (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--work", default=None, help="folder for runs, stores and adapters (default: next to --out)")
@@ -94,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     for p in spec_paths:
         if not p.is_file():
             raise SystemExit(f"error: task spec {p} not found")
+    from streamsynth.errors import ConfigError
+    from streamsynth.learn.patterns import check_space
+
+    try:
+        check_space({k: v for k, v in (("shots", args.shots), ("temperatures", args.temperatures),
+                                       ("templates", args.templates)) if v is not None})
+    except ConfigError as exc:
+        raise SystemExit(f"error: {str(exc).replace('patterns.', '--')}") from None
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_suffix("").parent / (out.stem + "-work")
     work.mkdir(parents=True, exist_ok=True)
@@ -170,8 +186,11 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
 
         learning = {"experience": ["explicit"], "weights": ["explicit", "weights"], "within": []}[arm]
         order = "rev" if args.reverse else "fwd"
+        patterns = {k: v for k, v in (("shots", args.shots), ("temperatures", args.temperatures),
+                                      ("templates", args.templates)) if v is not None}
         spec = StreamSpec(tasks=[str(p) for p in spec_paths], budget=args.budget, learning=learning, rounds=args.rounds,
-                          draw=args.draw, seed=seed, store=str(work / f"store-{arm}-{order}-s{seed}.sqlite"))
+                          draw=args.draw, seed=seed, store=str(work / f"store-{arm}-{order}-s{seed}.sqlite"),
+                          patterns=patterns)
         store_path = Path(spec.store)
         for f in (store_path, Path(str(store_path) + "-wal"), Path(str(store_path) + "-shm")):
             f.unlink(missing_ok=True)  # each arm, seed and order starts from an empty store

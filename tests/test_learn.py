@@ -6,7 +6,7 @@ import pytest
 
 from streamsynth.errors import ConfigError
 from streamsynth.learn.learner import SynLearner, learning_program
-from streamsynth.learn.patterns import ExploringStrategy, Pattern, factored_choice, pattern_space, thompson_choice
+from streamsynth.learn.patterns import ExploringStrategy, Pattern, check_space, factored_choice, pattern_space, thompson_choice
 from streamsynth.learn.stream import split_budget
 from streamsynth.program import SynthesisProgram
 from streamsynth.task import load_task
@@ -83,6 +83,38 @@ def test_exploring_strategy_draw_is_checked_and_kept_by_clone(task):
     assert "draw" not in joint.config_state()["params"] and "prior" not in joint.config_state()["params"]
     assert m.clone(policy={pid: (5.0, 1.0) for pid in pattern_space()}).prior == m.prior  # a learner's update keeps it
     assert m.plan(task, 0, 0).pattern in m.policy
+    check_method(m, task)
+
+
+@pytest.mark.parametrize("space, words", [
+    ({"shots": []}, "non-empty list"),
+    ({"shots": [1, 1]}, "twice"),
+    ({"shots": [1, 17]}, "0 to 16"),
+    ({"temperatures": [0.7, 3.0]}, "0 to 2"),
+    ({"templates": ["guided"]}, "joins by itself"),
+    ({"templates": ["fancy"]}, "choose from"),
+    ({"colours": [1]}, "unknown pattern dimensions"),
+])
+def test_a_bad_pattern_space_is_refused_with_what_is_allowed(space, words):
+    with pytest.raises(ConfigError, match=words):
+        check_space(space)
+    with pytest.raises(ConfigError, match=words):
+        ExploringStrategy(space=space)
+
+
+def test_the_explorer_samples_its_own_pattern_space_and_the_learner_keeps_to_it(task):
+    space = {"templates": ["plain"], "shots": [2, 0], "temperatures": [0.9]}
+    m = ExploringStrategy(space=space)
+    assert sorted(m.policy) == ["tpl=plain|shots=0|temp=0.9", "tpl=plain|shots=2|temp=0.9"]
+    items = [m.plan(task, i, 7) for i in range(20)]
+    assert {it.pattern for it in items} <= set(m.policy) and {len(it.demonstrations) for it in items} == {0, 2}
+    assert all(it.params.temperature == 0.9 for it in items)
+    assert m.config_state()["params"]["space"]["shots"] == [0, 2]
+    assert "space" not in ExploringStrategy().config_state()["params"]  # the default: fingerprints as before
+    assert "space" not in ExploringStrategy(space={"shots": [3, 1]}).config_state()["params"]  # the default, spelt out
+    updated = SynLearner().partial_fit(SynthesisProgram([m], [], None), {"tpl=plain|shots=2|temp=0.9": [1.0]})
+    assert updated.methods[0].space == m.space and "space" in m.config_state()["params"]
+    assert m.arms(guided=True) == sorted(m.policy) + ["tpl=guided|shots=0|temp=0.9", "tpl=guided|shots=2|temp=0.9"]
     check_method(m, task)
 
 

@@ -297,6 +297,35 @@ def test_the_draw_is_read_checked_and_fingerprinted(tmp_path):
         load_stream(f)
 
 
+def test_the_pattern_space_is_read_checked_and_fingerprinted(tmp_path):
+    (tmp_path / "t.yaml").write_text("x")
+    f = tmp_path / "s.yaml"
+    f.write_text("tasks: [t.yaml]\n")
+    plain = load_stream(f)
+    assert plain.spec.patterns.space() is None
+    f.write_text("tasks: [t.yaml]\npatterns: {shots: [3, 1], temperatures: [0.7, 1]}\n")
+    assert load_stream(f).fingerprint == plain.fingerprint  # the default, spelt out: streams from before still resume
+    f.write_text("tasks: [t.yaml]\npatterns: {shots: [1, 2]}\n")
+    changed = load_stream(f)
+    assert changed.fingerprint != plain.fingerprint and changed.spec.patterns.space()["shots"] == [1, 2]
+    for bad, where in (("patterns: {shots: [1, 40]}", "patterns: .*0 to 16"),
+                       ("patterns: {templates: [plain, fancy]}", "patterns: .*choose from"),
+                       ("patterns: {temperature: [1]}", "patterns.temperature")):
+        f.write_text(f"tasks: [t.yaml]\n{bad}\n")
+        with pytest.raises(SpecError, match=where):
+            load_stream(f)
+
+
+def test_a_stream_explores_the_pattern_space_it_is_given(stream_file, tmp_path, hash_embedder):
+    stream_file.write_text(stream_file.read_text() + "patterns: {templates: [direct], shots: [1], temperatures: [0.8]}\n")
+    outcomes, _ = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    for o in outcomes:
+        manifest = json.loads((Path(o.out_dir) / "manifest.json").read_text())
+        drawn = {p for p in manifest["learning"]["patterns"]}
+        assert drawn and drawn <= {"tpl=direct|shots=1|temp=0.8", "tpl=guided|shots=1|temp=0.8"}
+        assert set(manifest["learning"]["policy_start"]) <= {"tpl=direct|shots=1|temp=0.8", "tpl=guided|shots=1|temp=0.8"}
+
+
 def test_the_example_stream_loads():
     stream = load_stream(Path(__file__).resolve().parents[1] / "examples" / "stream.yaml")
     assert [p.stem for p in stream.task_paths] == ["sst2", "ag_news", "trec", "emotion"]

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from streamsynth.learn.bandit import priors_from_experience
-from streamsynth.learn.patterns import ExploringStrategy, pattern_space
+from streamsynth.learn.patterns import ExploringStrategy
 from streamsynth.learn.reflect import LessonDraft, hint_text
 from streamsynth.program import SynthesisProgram
 from streamsynth.records import Sample
@@ -120,8 +120,8 @@ class SynLearner:
     def fit(self, program: SynthesisProgram, task: Task, *, descriptor: np.ndarray, now: float) -> tuple[SynthesisProgram, Experience]:
         """A copy of ``program`` whose explorer starts from experience (priors, guidance, exemplars)."""
         i, explorer = _explorer(program)
-        probe = self.experience_for(task, descriptor, now=now, arms=pattern_space(guided=True))
-        arms = pattern_space(guided=bool(probe.guidance))
+        probe = self.experience_for(task, descriptor, now=now, arms=explorer.arms(guided=True))
+        arms = explorer.arms(guided=bool(probe.guidance))
         priors = {pid: probe.priors.get(pid, (1.0, 1.0)) for pid in arms}
         method = explorer.clone(policy={p: list(v) for p, v in priors.items()},
                                 prior={p: list(v) for p, v in priors.items()} if explorer.draw == "factored" else None,
@@ -179,13 +179,15 @@ class SynLearner:
 
 
 def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedder: Any = None,
-                     selector: Any = None, draw: str = "joint") -> SynthesisProgram:
+                     selector: Any = None, draw: str = "joint",
+                     space: Mapping[str, Sequence[Any]] | None = None) -> SynthesisProgram:
     """The default program with its method replaced by an ``ExploringStrategy`` (uniform policy).
 
     ``embedder`` (not configuration) is shared with checks that embed, so one model is loaded.
     ``selector`` replaces the base's (``generate --store`` keeps the default label balance; the
     stream's rounds pass ``KeepAll``); ``draw`` is how the explorer draws patterns (``joint``: one
-    arm per pattern; ``factored``: one per pattern part, learn/patterns.py)."""
+    arm per pattern; ``factored``: one per pattern part, learn/patterns.py); ``space`` the pattern
+    space it explores (``templates``, ``shots``, ``temperatures``; ``None``: the default)."""
     from streamsynth.program import default_program
 
     base = base or default_program(task)
@@ -195,4 +197,4 @@ def learning_program(task: Task, base: SynthesisProgram | None = None, *, embedd
         if embedder is not None and hasattr(c, "embedder") and getattr(c, "embedder") is None:
             c.embedder = embedder
         checks.append(c)
-    return SynthesisProgram([ExploringStrategy(draw=draw)], checks, selector if selector is not None else base.selector)
+    return SynthesisProgram([ExploringStrategy(draw=draw, space=space)], checks, selector if selector is not None else base.selector)

@@ -43,8 +43,13 @@ TEMPLATE_VARIANTS: Mapping[str, Mapping[str, str]] = {
     "direct": {"reply": "Reply with the {noun} itself: no introduction, no label, no quotes."},
     "guided": {"reply": "Reply with the {noun} only. {guidance}"},
 }
+DEFAULT_VARIANTS = ("plain", "contrast", "direct")
 DEFAULT_SHOTS = (1, 3)
 DEFAULT_TEMPERATURES = (0.7, 1.0)
+#: the dimensions of a pattern space and their defaults (``guided`` joins the templates by itself
+#: when experience brought lessons)
+DEFAULT_SPACE: Mapping[str, tuple[Any, ...]] = {"templates": DEFAULT_VARIANTS, "shots": DEFAULT_SHOTS,
+                                                "temperatures": DEFAULT_TEMPERATURES}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -68,7 +73,40 @@ class Pattern:
             ) from exc
 
 
-def pattern_space(*, templates: Sequence[str] = ("plain", "contrast", "direct"), shots: Sequence[int] = DEFAULT_SHOTS,
+def check_space(space: Mapping[str, Sequence[Any]] | None) -> dict[str, tuple[Any, ...]]:
+    """A pattern space (``templates``, ``shots``, ``temperatures``; missing ones take their defaults)
+    checked and normalized, or a ``ConfigError`` that names the dimension and what is allowed."""
+    space = dict(space or {})
+    unknown = sorted(set(space) - set(DEFAULT_SPACE))
+    if unknown:
+        raise ConfigError(f"unknown pattern dimensions {unknown}; the dimensions are {sorted(DEFAULT_SPACE)}")
+    out: dict[str, tuple[Any, ...]] = {}
+    for dim, default in DEFAULT_SPACE.items():
+        values = space.get(dim, default)
+        if isinstance(values, (str, int, float)) or not values:
+            raise ConfigError(f"patterns.{dim} must be a non-empty list, e.g. {list(default)}; got {values!r}")
+        values = tuple(values)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"patterns.{dim} lists a value twice: {list(values)}")
+        if dim == "templates":
+            bad = [t for t in values if t not in TEMPLATE_VARIANTS or t == "guided"]
+            if bad:
+                raise ConfigError(f"patterns.templates: unknown or not selectable {bad}; choose from "
+                                  f"{sorted(set(TEMPLATE_VARIANTS) - {'guided'})} ('guided' joins by itself when "
+                                  "earlier tasks left lessons)")
+            out[dim] = tuple(str(t) for t in values)
+        elif dim == "shots":
+            if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 16 for k in values):
+                raise ConfigError(f"patterns.shots must be whole numbers from 0 to 16 (seeds shown per prompt); got {list(values)}")
+            out[dim] = tuple(sorted(values))
+        else:
+            if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 for t in values):
+                raise ConfigError(f"patterns.temperatures must be numbers from 0 to 2; got {list(values)}")
+            out[dim] = tuple(sorted(float(t) for t in values))
+    return out
+
+
+def pattern_space(*, templates: Sequence[str] = DEFAULT_VARIANTS, shots: Sequence[int] = DEFAULT_SHOTS,
                   temperatures: Sequence[float] = DEFAULT_TEMPERATURES, guided: bool = False) -> list[str]:
     """Every combination, as pattern ids (``guided`` adds the template that carries lessons)."""
     names = list(templates) + (["guided"] if guided and "guided" not in templates else [])
@@ -152,16 +190,20 @@ class ExploringStrategy(AttributeConditionedStrategy):
         templates: Mapping[str, str] | None = None,
         draw: str = "joint",
         prior: Mapping[str, Sequence[float]] | None = None,
+        space: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         if draw not in DRAWS:
             raise ConfigError(f"draw must be one of {list(DRAWS)} (one arm per pattern, or per pattern part); got {draw!r}")
         self.draw = draw
+        #: the pattern space a policy is built over when none is given (and the learner's arms):
+        #: ``None`` for the default one
+        self.space = ({k: list(v) for k, v in check_space(space).items()} if space else None)
         #: the policy the task started from (the learner's priors): the factored draw pools it apart
         #: from the task's own evidence; ``None``: flat
         self.prior = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(prior.items())} if prior else None
         super().__init__(attributes=attributes, params=params, label_weights=label_weights, templates=templates)
-        space = policy if policy else {pid: (1.0, 1.0) for pid in pattern_space(guided=bool(guidance))}
-        self.policy = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(space.items())}
+        start = policy if policy else {pid: (1.0, 1.0) for pid in self.arms(guided=bool(guidance))}
+        self.policy = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(start.items())}
         for pid, (a, b) in self.policy.items():
             p = Pattern.from_id(pid)
             if p.template not in TEMPLATE_VARIANTS:
@@ -174,13 +216,19 @@ class ExploringStrategy(AttributeConditionedStrategy):
         #: high-reward texts from earlier runs of the same task, per label: extra demonstrations
         self.exemplars = {k: list(v) for k, v in (exemplars or {}).items()}
 
+    def arms(self, *, guided: bool = False) -> list[str]:
+        """Every pattern of this explorer's space, as ids (``guided`` adds the template that carries lessons)."""
+        return pattern_space(**check_space(self.space), guided=guided)
+
     def config_state(self) -> dict[str, Any]:
         # the joint draw ignores ``prior``: leave both out, so runs written before the factored draw
-        # existed keep their fingerprints (and resume)
+        # existed keep their fingerprints (and resume); so for the default space
         state = super().config_state()
         if self.draw == "joint":
             state["params"].pop("draw", None)
             state["params"].pop("prior", None)
+        if self.space is None or check_space(self.space) == check_space(None):
+            state["params"].pop("space", None)
         return state
 
     def plan(self, task: Task, index: int, seed: int) -> Item:
@@ -224,4 +272,4 @@ class ExploringStrategy(AttributeConditionedStrategy):
         return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, self.templates_for(item))
 
 
-__all__ = ["DEFAULT_TEMPLATES", "DRAWS", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]
+__all__ = ["DEFAULT_SPACE", "DEFAULT_TEMPLATES", "DRAWS", "check_space", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]

@@ -37,6 +37,7 @@ from streamsynth.fingerprint import derive_seed, fingerprint
 from streamsynth.learn.credit import CREDIT_SHRINK
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
+from streamsynth.learn.patterns import DEFAULT_SPACE, check_space
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.quality.clean import normalize_for_dedup
@@ -87,6 +88,28 @@ class WeightsSpec(_Strict):
     grpo_steps: int = Field(4, ge=0)
 
 
+class PatternsSpec(_Strict):
+    """The pattern space the explorer samples from (learn/patterns.py); ``guided`` joins the
+    templates by itself when earlier tasks left lessons."""
+
+    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_SPACE["templates"]))
+    shots: list[int] = Field(default_factory=lambda: list(DEFAULT_SPACE["shots"]))
+    temperatures: list[float] = Field(default_factory=lambda: list(DEFAULT_SPACE["temperatures"]))
+
+    @model_validator(mode="after")
+    def _valid(self) -> "PatternsSpec":
+        try:
+            check_space(self.model_dump())
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace("patterns.", "")) from None
+        return self
+
+    def space(self) -> dict[str, list[Any]] | None:
+        """The space for ``ExploringStrategy``; ``None`` when it is the default."""
+        checked = check_space(self.model_dump())
+        return None if checked == check_space(None) else {k: list(v) for k, v in checked.items()}
+
+
 class StreamSpec(_Strict):
     tasks: list[str] = Field(..., min_length=1)
     budget: int = Field(128, ge=4, description="synthesizer queries per task")
@@ -97,6 +120,7 @@ class StreamSpec(_Strict):
         "joint", description="pattern policy: one Thompson arm per pattern (joint) or per pattern part (factored)")
     seed: int = 0
     reflect_with_model: bool = True
+    patterns: PatternsSpec = PatternsSpec()
     reward: RewardSpec = RewardSpec()
     credit: CreditSpec = CreditSpec()
     selection: SelectionSpec = SelectionSpec()
@@ -119,6 +143,8 @@ class Stream:
             del spec["credit"]["shrink"]  # ... and those with credit settings written before shrinkage
         if self.spec.draw == "joint":
             del spec["draw"]  # ... and before the factored draw
+        if self.spec.patterns.space() is None:
+            del spec["patterns"]  # ... and before the pattern space was configurable
         return fingerprint({"spec": spec, "tasks": [str(p) for p in self.task_paths]})
 
 
@@ -193,6 +219,8 @@ class LearningContext:
     reflect_with_model: bool = True
     #: how the explorer draws patterns: "joint" or "factored" (learn/patterns.py)
     draw: str = "joint"
+    #: the pattern space the explorer samples from (``None``: the default)
+    space: Mapping[str, Sequence[Any]] | None = None
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -244,7 +272,7 @@ async def run_learning_task(
     # the rounds keep every accepted sample: the stream balances labels itself (its selector takes
     # turns over the labels and the dev gate cuts the ranked list), and a sample dropped inside a
     # round would earn its pattern no reward
-    start = learning_program(task, embedder=ctx.embedder, selector=KeepAll(), draw=ctx.draw)
+    start = learning_program(task, embedder=ctx.embedder, selector=KeepAll(), draw=ctx.draw, space=ctx.space)
     program, experience = ctx.learner.fit(start, task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
     reflect_calls = 1 if ctx.reflect_with_model and budget > ctx.rounds + 1 else 0
@@ -507,6 +535,7 @@ async def arun_stream(
                 utility=utility, embedder=embedder, rounds=spec.rounds,
                 credit=PatternCredit(utility, **spec.credit.model_dump()) if spec.credit.weight > 0 else None,
                 selection=spec.selection, reflect_with_model=spec.reflect_with_model, draw=spec.draw,
+                space=spec.patterns.space(),
             )
             if adapter is None and not done and pos == 0 and "weights" in spec.learning and store is not None:
                 # a fresh stream with weight learning goes on from the adapter an earlier run left in the store
