@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     from streamsynth.errors import ConfigError
     from streamsynth.learn.patterns import check_space
 
+    # the learning arms' pattern space (stream.yaml's ``patterns``), checked before any arm runs
+    args.patterns = {k: v for k, v in (("shots", args.shots), ("temperatures", args.temperatures),
+                                       ("templates", args.templates)) if v is not None}
     try:
-        check_space({k: v for k, v in (("shots", args.shots), ("temperatures", args.temperatures),
-                                       ("templates", args.templates)) if v is not None})
+        check_space(args.patterns)
     except ConfigError as exc:
         raise SystemExit(f"error: {str(exc).replace('patterns.', '--')}") from None
     out = Path(args.out)
@@ -186,11 +188,9 @@ def run_arm(arm: str, tasks: list[Any], spec_paths: list[Path], seed: int, args:
 
         learning = {"experience": ["explicit"], "weights": ["explicit", "weights"], "within": []}[arm]
         order = "rev" if args.reverse else "fwd"
-        patterns = {k: v for k, v in (("shots", args.shots), ("temperatures", args.temperatures),
-                                      ("templates", args.templates)) if v is not None}
         spec = StreamSpec(tasks=[str(p) for p in spec_paths], budget=args.budget, learning=learning, rounds=args.rounds,
                           draw=args.draw, seed=seed, store=str(work / f"store-{arm}-{order}-s{seed}.sqlite"),
-                          patterns=patterns)
+                          patterns=args.patterns)
         store_path = Path(spec.store)
         for f in (store_path, Path(str(store_path) + "-wal"), Path(str(store_path) + "-shm")):
             f.unlink(missing_ok=True)  # each arm, seed and order starts from an empty store

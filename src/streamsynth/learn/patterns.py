@@ -106,6 +106,13 @@ def check_space(space: Mapping[str, Sequence[Any]] | None) -> dict[str, tuple[An
     return out
 
 
+def custom_space(space: Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]] | None:
+    """``space`` checked and normalized (:func:`check_space`), or ``None`` when it is the default one:
+    what configuration keeps, so the default leaves fingerprints as they were before spaces existed."""
+    checked = check_space(space)
+    return None if checked == check_space(None) else {k: list(v) for k, v in checked.items()}
+
+
 def pattern_space(*, templates: Sequence[str] = DEFAULT_VARIANTS, shots: Sequence[int] = DEFAULT_SHOTS,
                   temperatures: Sequence[float] = DEFAULT_TEMPERATURES, guided: bool = False) -> list[str]:
     """Every combination, as pattern ids (``guided`` adds the template that carries lessons)."""
@@ -197,7 +204,7 @@ class ExploringStrategy(AttributeConditionedStrategy):
         self.draw = draw
         #: the pattern space a policy is built over when none is given (and the learner's arms):
         #: ``None`` for the default one
-        self.space = ({k: list(v) for k, v in check_space(space).items()} if space else None)
+        self.space = custom_space(space)
         #: the policy the task started from (the learner's priors): the factored draw pools it apart
         #: from the task's own evidence; ``None``: flat
         self.prior = {str(k): [float(v[0]), float(v[1])] for k, v in sorted(prior.items())} if prior else None
@@ -218,7 +225,7 @@ class ExploringStrategy(AttributeConditionedStrategy):
 
     def arms(self, *, guided: bool = False) -> list[str]:
         """Every pattern of this explorer's space, as ids (``guided`` adds the template that carries lessons)."""
-        return pattern_space(**check_space(self.space), guided=guided)
+        return pattern_space(**(self.space or DEFAULT_SPACE), guided=guided)
 
     def config_state(self) -> dict[str, Any]:
         # the joint draw ignores ``prior``: leave both out, so runs written before the factored draw
@@ -227,7 +234,7 @@ class ExploringStrategy(AttributeConditionedStrategy):
         if self.draw == "joint":
             state["params"].pop("draw", None)
             state["params"].pop("prior", None)
-        if self.space is None or check_space(self.space) == check_space(None):
+        if self.space is None:
             state["params"].pop("space", None)
         return state
 
@@ -272,4 +279,4 @@ class ExploringStrategy(AttributeConditionedStrategy):
         return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, self.templates_for(item))
 
 
-__all__ = ["DEFAULT_SPACE", "DEFAULT_TEMPLATES", "DRAWS", "check_space", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]
+__all__ = ["DEFAULT_SPACE", "DEFAULT_TEMPLATES", "DRAWS", "check_space", "custom_space", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]

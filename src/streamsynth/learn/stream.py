@@ -37,7 +37,7 @@ from streamsynth.fingerprint import derive_seed, fingerprint
 from streamsynth.learn.credit import CREDIT_SHRINK
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
-from streamsynth.learn.patterns import DEFAULT_SPACE, check_space
+from streamsynth.learn.patterns import DEFAULT_SPACE, check_space, custom_space
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.quality.clean import normalize_for_dedup
@@ -106,8 +106,7 @@ class PatternsSpec(_Strict):
 
     def space(self) -> dict[str, list[Any]] | None:
         """The space for ``ExploringStrategy``; ``None`` when it is the default."""
-        checked = check_space(self.model_dump())
-        return None if checked == check_space(None) else {k: list(v) for k, v in checked.items()}
+        return custom_space(self.model_dump())
 
 
 class StreamSpec(_Strict):
