@@ -326,6 +326,28 @@ def test_a_stream_explores_the_pattern_space_it_is_given(stream_file, tmp_path, 
         assert set(manifest["learning"]["policy_start"]) <= {"tpl=direct|shots=1|temp=0.8", "tpl=guided|shots=1|temp=0.8"}
 
 
+def test_generate_store_explores_the_space_and_draw_of_the_stream_that_wrote_the_store(stream_file, tmp_path, hash_embedder):
+    from streamsynth.learn.patterns import Pattern
+    from streamsynth.learn.stream import EXPLORER_STATE, program_from_store, stored_explorer
+    from streamsynth.task import load_task
+
+    with ExperienceStore(tmp_path / "old.sqlite") as st:  # a store from before streams recorded this
+        assert stored_explorer(st) == {"draw": "joint", "space": None}
+    stream_file.write_text(stream_file.read_text() + "draw: factored\npatterns: {templates: [direct, plain], shots: [2]}\n")
+    run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    task = load_task(stream_file.parent / "films.yaml")
+    with ExperienceStore(stream_file.parent / "exp.sqlite") as st:
+        program, _, explorer = program_from_store(task, st, descriptor=hash_embedder.encode(["films"])[0])
+        assert explorer["draw"] == "factored" and explorer["space"]["shots"] == [2]
+        method = program.methods[0]
+        assert method.draw == "factored"
+        assert {Pattern.from_id(p).shots for p in method.policy} == {2}
+        assert {Pattern.from_id(p).template for p in method.policy} <= {"direct", "plain", "guided"}
+        st.put_state(EXPLORER_STATE, {"draw": "joint", "space": {"shots": [99]}})  # edited by hand
+        with pytest.raises(ConfigError, match="exp.sqlite: the stream settings it holds are not valid.*0 to 16"):
+            stored_explorer(st)
+
+
 def test_the_example_stream_loads():
     stream = load_stream(Path(__file__).resolve().parents[1] / "examples" / "stream.yaml")
     assert [p.stem for p in stream.task_paths] == ["sst2", "ag_news", "trec", "emotion"]

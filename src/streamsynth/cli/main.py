@@ -192,16 +192,19 @@ def _program_from_store(task, store_path: Path):
     """The learning program for ``task``, started from the experience in ``store_path``."""
     from streamsynth.errors import ConfigError
     from streamsynth.eval.embedder import Embedder
-    from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program
+    from streamsynth.learn.learner import descriptor_text
     from streamsynth.learn.store import ExperienceStore
+    from streamsynth.learn.stream import program_from_store
 
     if not store_path.is_file():
         raise ConfigError(f"--store {store_path}: no such file; give the store a `streamsynth stream` run wrote")
     with ExperienceStore(store_path) as st:
-        descriptor = Embedder().encode([descriptor_text(task)])[0]
-        now = st.next_time()  # the store's clock: its newest lessons count as the most recent
-        program, experience = SynLearner(st).fit(learning_program(task), task, descriptor=descriptor, now=now)
+        program, experience, explorer = program_from_store(task, st, descriptor=Embedder().encode([descriptor_text(task)])[0])
     used = experience.summary()
+    if explorer["space"] is not None or explorer["draw"] != "joint":
+        space = explorer["space"] or "the default pattern space"
+        err.print(f"experience from {store_path}: exploring as the stream that wrote it did ({explorer['draw']} draw, "
+                  f"{space})", highlight=False)
     similar = ", ".join(f"{x['task']} ({x['similarity']:.2f})" for x in used["similar_tasks"]) or "none"
     err.print(f"experience from {store_path}: similar tasks {similar}; guidance: {used['guidance'] or '-'}", highlight=False)
     return program

@@ -37,7 +37,7 @@ from streamsynth.fingerprint import derive_seed, fingerprint
 from streamsynth.learn.credit import CREDIT_SHRINK
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN
 from streamsynth.learn.learner import SynLearner, descriptor_text, learning_program, task_key
-from streamsynth.learn.patterns import DEFAULT_SPACE, check_space, custom_space
+from streamsynth.learn.patterns import DEFAULT_SPACE, DRAWS, check_space, custom_space
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.quality.clean import normalize_for_dedup
@@ -517,6 +517,8 @@ async def arun_stream(
             else:
                 emit({"event": "note", "task": "", "text": f"another stream run ({head.get('run')}) wrote to "
                       f"{stream.store_path} since this one stopped; the store is not rolled back, so its experience stays"})
+        if store is not None:
+            remember_explorer(store, spec)  # after any rollback: `generate --store` explores as this stream does
         adapter = None
         if done and done[-1].get("adapter"):
             from streamsynth.learn.weights import AdapterRef
@@ -583,6 +585,43 @@ async def arun_stream(
         if store is not None:
             store.close()
     return outcomes
+
+
+#: the store's state key for how the last stream explored: its draw and pattern space (see ``stored_explorer``)
+EXPLORER_STATE = "explorer"
+
+
+def remember_explorer(store: Any, spec: StreamSpec) -> None:
+    """Keep the stream's draw and pattern space in the store: the policies it learned are over that
+    space, so ``generate --store`` explores the same one."""
+    store.put_state(EXPLORER_STATE, {"draw": spec.draw, "space": spec.patterns.space()})
+
+
+def stored_explorer(store: Any) -> dict[str, Any]:
+    """``learning_program`` keywords (``draw``, ``space``) of the last stream that wrote to ``store``;
+    the defaults for a store from before streams recorded them. A value that is not valid is a
+    ``ConfigError`` naming the store."""
+    saved = store.get_state(EXPLORER_STATE) or {}
+    draw, space = saved.get("draw", "joint"), saved.get("space")
+    try:
+        if draw not in DRAWS:
+            raise ConfigError(f"draw {draw!r} is not one of {list(DRAWS)}")
+        if space is not None and not isinstance(space, Mapping):
+            raise ConfigError(f"the pattern space is a {type(space).__name__}, not a mapping")
+        space = custom_space(space)
+    except ConfigError as exc:
+        raise ConfigError(f"{store.path}: the stream settings it holds are not valid ({exc}); "
+                          "run `streamsynth stream` with this store again, or give another store") from None
+    return {"draw": draw, "space": space}
+
+
+def program_from_store(task: Task, store: Any, *, descriptor: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """What ``generate --store`` runs: the learning program for ``task`` fitted on the store's experience,
+    exploring as the stream that wrote the store did. Returns ``(program, experience, explorer)``."""
+    explorer = stored_explorer(store)
+    now = store.next_time()  # the store's clock: its newest lessons count as the most recent
+    program, experience = SynLearner(store).fit(learning_program(task, **explorer), task, descriptor=descriptor, now=now)
+    return program, experience, explorer
 
 
 #: the store's state key for the adapter the last weights fit left (see ``stored_adapter``)
