@@ -22,6 +22,8 @@ from streamsynth.errors import BackendUnavailable
 from streamsynth.methods import AttributeConditionedStrategy, SelfConsistencyLabel
 from streamsynth.program import SynthesisProgram, default_program
 from streamsynth.quality import default_checks
+from streamsynth.records import Verdict
+from streamsynth.state import Stateful
 from streamsynth.runtime import ResponseCache
 from streamsynth.runtime.journal import JOURNAL, read_journal
 from streamsynth.task import load_task
@@ -282,3 +284,30 @@ def test_items_that_use_fewer_calls_than_planned_run_the_same_at_any_concurrency
     # items 0..5: 0 and 3 fail to write (1 call each), the other 4 make 4 calls = 18; item 6 would
     # need 4 reserved with 2 left
     assert len(runs[0][0]) == 6 and runs[0][1] == 18
+
+
+class _CancelsTheRun(Stateful):
+    """A check that is cancelled while it runs (a Ctrl-C landing inside a threaded check)."""
+
+    name = "cancels"
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    async def verify_batch(self, samples, task):
+        if not self.fired:
+            self.fired = True
+            asyncio.current_task().cancel()
+        await asyncio.sleep(0)
+        return [Verdict(self.name, True) for _ in samples]
+
+
+def test_a_cancel_inside_a_check_leaves_its_chunk_unchecked_not_duplicates_of_itself(tiny_task_spec):
+    task = load_task(tiny_task_spec)
+    program = SynthesisProgram(default_program(task).methods, checks=[*default_checks(), _CancelsTheRun()])
+    report = generate(task, FakeBackend(reply, batch_size=4), budget=40, program=program)
+    res = report.result
+    assert res.stopped_reason == "interrupted"
+    reasons = [s.rejected_reason or "" for s in res.rejected]
+    assert any(r.startswith("unchecked") for r in reasons)  # a rerun judges them
+    assert not [s for s in res.rejected if (s.rejected_reason or "").endswith(f"same text as sample {s.id}")]

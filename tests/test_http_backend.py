@@ -162,6 +162,18 @@ def test_401_raises_without_leaking_the_key(monkeypatch):
     assert SECRET not in backend.model_id and SECRET not in repr(vars(backend))
 
 
+@pytest.mark.parametrize("base_url, api_key_env, what", [
+    ("http://127.0.0.1:8000/v1", SECRET, "NAME of the environment variable"),  # the key where its variable's name goes
+    ("http://u:" + SECRET + "@127.0.0.1:8000/v1", None, "carries credentials"),
+    ("http://127.0.0.1:8000/v1?key=" + SECRET, None, "query string"),
+    ("htp://u:" + SECRET + "@127.0.0.1:8000/v1", None, "must start with http"),
+])
+def test_a_key_given_where_it_would_be_stored_is_refused_without_echoing_it(base_url, api_key_env, what):
+    with pytest.raises(ConfigError, match=what) as err:
+        OpenAIChatBackend(base_url=base_url, model="m", api_key_env=api_key_env)
+    assert SECRET not in str(err.value)
+
+
 def test_right_key_is_sent(monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     server = MockOpenAIServer(require_api_key=SECRET)

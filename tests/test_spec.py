@@ -281,6 +281,15 @@ def test_bad_yaml_reports_the_line(tmp_path: Path) -> None:
         load_task(write_spec(tmp_path, text))
 
 
+def test_a_spec_or_stream_file_saved_as_utf16_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    from streamsynth.learn.stream import load_stream
+
+    for name, load in (("t.yaml", load_task), ("s.yaml", load_stream)):
+        (tmp_path / name).write_bytes("name: toy\n".encode("utf-16"))  # what PowerShell's > writes
+        with pytest.raises(SpecError, match=f"{name}.*not UTF-8 text.*save it as UTF-8"):
+            load(tmp_path / name)
+
+
 def test_spec_must_be_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="mapping"):
         load_task(write_spec(tmp_path, "- just\n- a list\n"))
@@ -321,6 +330,16 @@ def test_row_missing_the_input_field(toy: Path) -> None:
     write_jsonl(toy / "train.jsonl", [{"text": "ok", "label": "pos"}, {"sentence": "no text", "label": "neg"}])
     with pytest.raises(DataError, match=r"row 2 has no field 'text'"):
         load_task(write_spec(toy, base_spec()))
+
+
+def test_rows_with_an_empty_input_are_skipped_never_seeds_and_counted(toy: Path) -> None:
+    rows = [{"text": f"fine text {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
+    rows[1]["text"], rows[2]["text"] = None, "   "
+    write_jsonl(toy / "train.jsonl", rows)
+    task = load_task(write_spec(toy, base_spec(labels=["neg", "pos"])))
+    assert all(e.inputs["text"].strip() and e.inputs["text"] != "null" for e in task.seeds)
+    assert {e.id for e in task.seeds} <= {"train:0", "train:3", "train:4", "train:5"}  # ids keep the row numbers
+    assert task.data_summary["empty_rows_skipped"] == {"seeds": 2}
 
 
 def test_label_not_in_the_label_set(toy: Path) -> None:

@@ -348,6 +348,50 @@ def test_generate_store_explores_the_space_and_draw_of_the_stream_that_wrote_the
             stored_explorer(st)
 
 
+def test_an_interrupted_task_is_not_marked_done_and_the_rerun_finishes_it_as_if_never_stopped(stream_file, tmp_path,
+                                                                                               hash_embedder):
+    """Ctrl-C in a round: the engine stops and keeps its journal; the stream must not score, remember
+    or mark the cut-short task, so the rerun does the rest of it and ends as an uninterrupted run."""
+    ref, _ = run(stream_file, tmp_path / "ref", label_true, hash_embedder, store=str(tmp_path / "ref.sqlite"))
+    loop_task: dict = {}
+    calls = {"n": 0}
+
+    def replies(request):
+        calls["n"] += 1
+        if calls["n"] == 16:  # round 2 of the first task (24 calls in 2 rounds and a reflection)
+            loop_task["loop"].call_soon_threadsafe(loop_task["task"].cancel)
+        return label_true(request)
+
+    async def go():
+        loop_task.update(task=asyncio.current_task(), loop=asyncio.get_running_loop())
+        await arun_stream(load_stream(stream_file), out=tmp_path / "run", make_backend=lambda a: FakeBackend(replies),
+                          embedder=hash_embedder)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(go())
+    assert json.loads((tmp_path / "run" / "stream.json").read_text())["done"] == []
+    with ExperienceStore(stream_file.parent / "exp.sqlite") as st:
+        assert not st.tasks() and not st.all_pattern_stats()  # nothing remembered from the cut-short task
+    outcomes, _ = run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    for o, r in zip(outcomes, ref):
+        assert (o.task, o.calls, o.kept) == (r.task, r.calls, r.kept)
+        got = [json.loads(x)["text"] for x in (Path(o.out_dir) / "samples.jsonl").read_text().splitlines()]
+        want = [json.loads(x)["text"] for x in (Path(r.out_dir) / "samples.jsonl").read_text().splitlines()]
+        assert got == want
+
+
+def test_a_task_of_a_kind_the_stream_cannot_learn_over_is_refused_before_anything_runs(stream_file, tmp_path, hash_embedder):
+    rows = [{"q": f"what is {i} plus {i}?", "a": f"#### {2 * i}"} for i in range(10)]
+    (stream_file.parent / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (stream_file.parent / "sums.yaml").write_text(
+        "name: sums\ndescription: Add two numbers.\nkind: qa\ndata: {train: qa.jsonl}\nfields: {input: q, output: a}\n"
+        "answer_format: the sum\nseeds: {n: 4, seed: 0}\n")
+    stream_file.write_text(stream_file.read_text().replace("[films.yaml, books.yaml]", "[films.yaml, sums.yaml]"))
+    with pytest.raises(ConfigError, match=r"sums.yaml: task 'sums' is of kind 'qa'.*remove it") as err:
+        run(stream_file, tmp_path / "run", label_true, hash_embedder)
+    assert len(str(err.value)) < 300 and not (tmp_path / "run").exists()  # nothing ran, nothing written
+
+
 def test_the_example_stream_loads():
     stream = load_stream(Path(__file__).resolve().parents[1] / "examples" / "stream.yaml")
     assert [p.stem for p in stream.task_paths] == ["sst2", "ag_news", "trec", "emotion"]

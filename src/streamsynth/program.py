@@ -81,9 +81,13 @@ class SynthesisProgram:
                 restore(f)
 
 
+#: the task kinds this version generates (qa and code methods are on the roadmap)
+GENERATED_KINDS = ("classification", "pair_classification")
+
+
 def default_program(task: Task) -> SynthesisProgram:
     """The program streamsynth runs for a task when nothing else is given."""
-    if task.kind in ("classification", "pair_classification"):
+    if task.kind in GENERATED_KINDS:
         checks = default_checks()
         label_check = task.generation.label_check
         if label_check or (label_check is None and task.kind == "classification"):

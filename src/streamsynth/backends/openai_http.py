@@ -25,7 +25,9 @@ import email.utils
 import json
 import os
 import random
+import re
 import time
+import urllib.parse
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -110,6 +112,7 @@ class OpenAIChatBackend(BaseBackend):
         tokens_per_minute: float | None = None,
     ):
         _validate(base_url, model, concurrency, timeout_s, max_retries, backoff_base_s, backoff_max_s)
+        _validate_key_env(api_key_env)
         _validate_limits(concurrency, max_concurrency, requests_per_minute, tokens_per_minute)
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -445,6 +448,27 @@ def _describe(exc: BaseException) -> str:
     return text[:_EXCERPT_CHARS]
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _redacted(url: str) -> str:
+    """``url`` without user info, query or fragment: what an error message may show of it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _validate_key_env(api_key_env: str | None) -> None:
+    """The NAME of an environment variable, or None; never echoes the value (it may be the key itself)."""
+    if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)):
+        raise ConfigError("api_key_env (--api-key-env) takes the NAME of the environment variable that holds the API "
+                          "key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself; set the variable, "
+                          "then pass its name")
+
+
 def _validate(
     base_url: str,
     model: str,
@@ -455,7 +479,18 @@ def _validate(
     backoff_max_s: float,
 ) -> None:
     if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        raise ConfigError(f"base_url must start with http:// or https://, got {_redacted(base_url)!r}")
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+    except ValueError:
+        raise ConfigError(f"base_url {_redacted(base_url)!r} is not a valid URL; give it as http://HOST:PORT/v1") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"base_url carries credentials (user:password@); they would be written into every sample's "
+                          f"provenance and the cache: give {_redacted(base_url)!r} and put the key in an environment "
+                          "variable named by api_key_env (--api-key-env)")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"base_url must not carry a query string or fragment (it may hold a key, and /chat/completions "
+                          f"is appended to it): give {_redacted(base_url)!r}")
     if not model:
         raise ConfigError("model must name the served model (e.g. the name vLLM was started with)")
     if concurrency < 1:

@@ -397,6 +397,9 @@ def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")
     con.print(f"  seeds from   {s['seeds_from']}: {s['seed_rows']} rows, {len(task.seeds)} chosen", highlight=False)
     con.print("  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else "none"), highlight=False)
     con.print("  test         " + (f"{s['test']} (read only by the final evaluation)" if s["test"] else "none"), highlight=False)
+    if s.get("empty_rows_skipped"):
+        con.print("  skipped      rows with an empty input or output: "
+                  + ", ".join(f"{n} from {k}" for k, n in s["empty_rows_skipped"].items()), highlight=False)
     if task.is_classification:
         table = Table(title="labels", title_justify="left")
         for col in ("label", "rows", "seeds", "description"):

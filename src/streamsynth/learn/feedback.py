@@ -589,7 +589,8 @@ class DevUtility(UsesEmbedder):
         if len(counts) < 2 or max(counts.values()) < 2:
             raise DataError(
                 f"task {task.name!r} has no dev data, and cross-validation over its seeds needs two labels and two "
-                f"seeds of some label (seed labels: {dict(counts)}); add dev data or more seeds"
+                f"seeds of some label (its seeds: {len(task.seeds)}, of {len(counts)} distinct labels); add dev data "
+                "or more seeds"
             )
 
     def _splits(self, task: Task) -> tuple[str, list[_Split]]:

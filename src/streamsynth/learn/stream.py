@@ -20,6 +20,7 @@ the store is rolled back to that task's snapshot), and inside a task from the ro
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -40,6 +41,7 @@ from streamsynth.learn.learner import SynLearner, descriptor_text, learning_prog
 from streamsynth.learn.patterns import DEFAULT_SPACE, DRAWS, check_space, custom_space
 from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
+from streamsynth.program import GENERATED_KINDS
 from streamsynth.quality.clean import normalize_for_dedup
 from streamsynth.quality.select import KeepAll
 from streamsynth.records import Sample
@@ -156,6 +158,9 @@ def load_stream(path: str | Path, **overrides: Any) -> Stream:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 (some editors and shells "
+                        "write UTF-16 by default)") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path} must be a mapping with 'tasks', 'budget', 'store' and 'learning'")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -290,6 +295,10 @@ async def run_learning_task(
         report = await agenerate(task, backend, budget=b, out=out_dir / "rounds" / f"r{r}", seed=round_seed,
                                  cache=cache, program=program)
         res = report.result
+        if res.stopped_reason == "interrupted":
+            # the engine turned a cancellation (Ctrl-C) into a stop and kept the round's journal: the
+            # task is not done, so nothing is scored, remembered or marked; a rerun resumes the round
+            raise asyncio.CancelledError("the stream was interrupted")
         calls += res.stats.queries
         new = list(res.accepted) + list(res.rejected)
         scored = list(res.accepted)
@@ -488,7 +497,12 @@ async def arun_stream(
     task_list = list(tasks) if tasks is not None else [load_task(p) for p in stream.task_paths]
     # what would stop the stream after a task's budget is spent is checked before anything is written
     checker = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
-    for task in task_list[len(progress.done) if progress else 0:]:
+    start = len(progress.done) if progress else 0
+    for path, task in zip(list(stream.task_paths)[start:], task_list[start:]):
+        if task.kind not in GENERATED_KINDS:
+            raise ConfigError(f"{path}: task {task.name!r} is of kind {task.kind!r}; a stream learns over "
+                              f"{' and '.join(GENERATED_KINDS)} tasks only (this version generates no other kind): "
+                              "remove it from the stream file's tasks")
         checker.check(task)
     if "weights" in spec.learning:
         from streamsynth.learn.weights import require_extra
@@ -667,8 +681,6 @@ def stored_adapter(store: Any, backend: Any) -> tuple[Any, str]:
 async def train_adapter(task: Task, backend: Any, ctx: LearningContext, extras: Mapping[str, Any], *, start: Any,
                         out_dir: Path, spec: WeightsSpec, seed: int) -> Any:
     """LoRA SFT on the task's high-reward samples, then GRPO with the reward; returns the adapter."""
-    import asyncio
-
     from streamsynth.learn.weights import TrainingExample, WeightLearner
 
     base_folder = getattr(backend, "converted_dir", None)

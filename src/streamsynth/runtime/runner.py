@@ -189,7 +189,17 @@ class _Checker:
             if cps:
                 await self._model_check(check, cps, samples, todo, avail)
                 continue
-            verdicts = await verify_batch(check, [samples[i] for i in todo], self.task)
+            try:
+                verdicts = await verify_batch(check, [samples[i] for i in todo], self.task)
+            except asyncio.CancelledError as exc:
+                # cancelled inside a check (Ctrl-C while it ran in a thread): the checks before it may
+                # have remembered these samples (duplicates), so judging the chunk again in the last
+                # pass would reject them as copies of themselves; keep it whole, as unchecked
+                self.model_calls = False
+                self.failure = exc
+                for i in todo:
+                    samples[i] = _unchecked(samples[i], check.name)
+                break
             for i, v in zip(todo, verdicts):
                 samples[i] = samples[i].with_verdict(v)
         return samples
@@ -235,7 +245,7 @@ class _Checker:
 
 
 def _unchecked(sample: Sample, check: str) -> Sample:
-    """A sample a model check could not judge because the run stopped (a rerun judges it)."""
+    """A sample a check could not judge because the run stopped (a rerun judges it)."""
     return sample.reject("unchecked", f"the run stopped before the {check} check could judge it; rerun to check it")
 
 

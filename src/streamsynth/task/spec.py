@@ -275,6 +275,9 @@ def read_spec(path: str | os.PathLike) -> TaskSpec:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"is not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix the syntax", path=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"is not UTF-8 text (byte {exc.start}); save it as UTF-8 (some editors and shells write "
+                        "UTF-16 by default)", path=str(p)) from None
     return parse_spec(raw, path=str(p))
 
 

@@ -64,7 +64,8 @@ def _to_text(value: Any) -> str:
 
 
 def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, path: DataSource | Path | str) -> list[Example]:
-    """Map rows to ``Example``s by the spec's fields; an error names the source, the row and the fix."""
+    """Map rows to ``Example``s by the spec's fields; an error names the source, the row and the fix.
+    Rows whose input or output is null or blank are skipped (ids keep the row numbers)."""
     inputs = spec.fields.inputs
     needed = list(inputs) + [spec.fields.output]
     if spec.kind == "code" and spec.fields.tests:
@@ -78,6 +79,8 @@ def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, 
                 f"{path}: row {i + 1} has no field {missing[0]!r} (it has {sorted(row)}); "
                 f"fix 'fields' in the spec"
             )
+        if any(row[f] is None or (isinstance(row[f], str) and not row[f].strip()) for f in needed):
+            continue  # an empty text is no example (real data sets have a few); counted as skipped
         output = _to_text(row[spec.fields.output])
         if label_set and output not in label_set:
             raise DataError(
@@ -138,17 +141,22 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
                 field="seeds.from",
                 path=source,
             )
-    seed_examples = rows_to_examples(read_rows(seed_src, what=what), spec, split=seed_split, path=seed_src)
+    seed_rows = read_rows(seed_src, what=what)
+    seed_examples = rows_to_examples(seed_rows, spec, split=seed_split, path=seed_src)
     seeds = choose_seeds(seed_examples, spec)
     dev: list[Example] = []
+    dev_skipped = 0
     if "dev" in splits:
         dev_src = resolve_source(splits["dev"], base, what="data.dev")
-        dev = rows_to_examples(read_rows(dev_src, what="data.dev"), spec, split="dev", path=dev_src)
+        dev_rows = read_rows(dev_src, what="data.dev")
+        dev = rows_to_examples(dev_rows, spec, split="dev", path=dev_src)
+        dev_skipped = len(dev_rows) - len(dev)
     # The test split is only named here (never read): the final evaluation alone reads it.
     test_source = resolve_source(splits["test"], base, what="data.test") if "test" in splits else None
     summary = {
         "seeds_from": str(seed_src),
         "seed_rows": len(seed_examples),
+        "empty_rows_skipped": {k: v for k, v in (("seeds", len(seed_rows) - len(seed_examples)), ("dev", dev_skipped)) if v},
         "seed_label_counts": dict(Counter(e.output for e in seed_examples)),
         "dev": str(dev_src) if "dev" in splits else None,
         "dev_rows": len(dev),
