@@ -18,6 +18,10 @@ Every arm gets the same requests (the task's real prompts, its ``max_new_tokens`
 the tokens it generated up to the end of each reply.
 
     python bench/local_throughput.py --spec examples/sst2.yaml --requests 128 --batch-size 64
+
+``--program explore`` takes a stream's prompts instead (a pattern drawn per item: 1 or 3
+demonstration turns, two temperatures); the continuous arms also report the batcher's counters
+(prefix and suffix tokens computed, and computed with padding).
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ from pathlib import Path
 from streamsynth.backends.local_hf import LocalHFBackend
 from streamsynth.records import CompletionRequest
 
-def requests(spec: str, n: int) -> list[CompletionRequest]:
-    """The first ``n`` items of the task's default program, as the engine would send them."""
+def requests(spec: str, n: int, program: str = "default") -> list[CompletionRequest]:
+    """The first ``n`` items of the task's default program (``program="default"``), or of a stream's
+    first round (``"explore"``: a pattern drawn per item from the default pattern space, so the
+    prompts carry 1 or 3 demonstration turns and two temperatures), as the engine would send them."""
     import asyncio
 
+    from streamsynth.learn.learner import learning_program
     from streamsynth.program import default_program
     from streamsynth.task import load_task
 
     task = load_task(spec)
-    method = default_program(task).methods[0]
+    method = (learning_program(task) if program == "explore" else default_program(task)).methods[0]
     asyncio.run(method.prepare(task, None))  # attributes from the spec (or generic ones)
     out = []
     for i in range(n):
@@ -50,18 +57,22 @@ def requests(spec: str, n: int) -> list[CompletionRequest]:
     return out
 
 
-def run_arm(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[int, float, list[str]]:
+def run_arm(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[int, float, list[str], dict]:
+    """Generated tokens, seconds, texts, and the continuous batcher's counters (empty for static)."""
     import asyncio
 
     async def go():
         t0 = time.perf_counter()
         outs = await backend.complete(reqs)
         dt = time.perf_counter() - t0
+        batcher = getattr(backend, "_batcher", None)
+        stats = dict(batcher.stats) if batcher is not None else {}
         await backend.aclose()
-        return outs, dt
+        return outs, dt, stats
 
-    outs, dt = asyncio.run(go())
-    return sum(o.completion_tokens for o in outs), dt, [o.text for o in outs]
+    outs, dt, stats = asyncio.run(go())
+    stats = {k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()}
+    return sum(o.completion_tokens for o in outs), dt, [o.text for o in outs], stats
 
 
 def plain_loop(backend: LocalHFBackend, reqs: list[CompletionRequest]) -> tuple[int, float]:
@@ -135,6 +146,8 @@ def main() -> None:
     ap.add_argument("--spec", default="examples/sst2.yaml", help="task spec whose prompts are used")
     ap.add_argument("--model", default=None, help="GGUF file or HF folder (default: embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--requests", type=int, default=128)
+    ap.add_argument("--program", choices=("default", "explore"), default="default",
+                    help="whose prompts: generate's default program, or a stream's exploring one")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=16, help="requests for the batch-1 loop (it is slow)")
     ap.add_argument("--arms", default="static,continuous,continuous_bf16,plain_generate_batch1",
@@ -142,12 +155,12 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/local_throughput.json")
     args = ap.parse_args()
 
-    reqs = requests(args.spec, args.requests)
+    reqs = requests(args.spec, args.requests, args.program)
     arms = args.arms.split(",")
     result: dict = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "spec": args.spec, "requests": len(reqs), "batch_size": args.batch_size, "arms": {},
+        "spec": args.spec, "program": args.program, "requests": len(reqs), "batch_size": args.batch_size, "arms": {},
     }
     texts = {}
     for arm in arms:
@@ -177,10 +190,12 @@ def main() -> None:
             backend = LocalHFBackend(args.model, batch_size=args.batch_size, continuous=arm != "static",
                                      dtype="bfloat16" if arm.endswith("bf16") else "float32")
             backend.load()
-            tokens, secs, texts[arm] = run_arm(backend, reqs)
+            tokens, secs, texts[arm], stats = run_arm(backend, reqs)
             n = len(reqs)
         result["arms"][arm] = {"requests": n, "generated_tokens": tokens, "seconds": round(secs, 2),
                                "tokens_per_s": round(tokens / secs, 1)}
+        if arm.startswith("continuous") and stats:
+            result["arms"][arm]["batcher"] = stats
         print(f"{arm:<24}{n:>6} req{tokens:>8} tokens{secs:>9.1f} s{tokens / secs:>8.1f} tok/s", flush=True)
     if "static" in texts and "continuous" in texts:
         same = sum(a == b for a, b in zip(texts["static"], texts["continuous"]))

@@ -79,7 +79,7 @@ class ContinuousBatcher:
         self._closed = False
         self._error: BaseException | None = None
         self.stats = {"steps": 0, "prefills": 0, "prefix_hits": 0, "prefix_misses": 0, "block_hits": 0,
-                      "prefilled_tokens": 0, "prefill_padded": 0, "generated": 0,
+                      "prefilled_tokens": 0, "prefill_padded": 0, "prefix_tokens": 0, "prefix_padded": 0, "generated": 0,
                       "prefill_s": 0.0, "step_s": 0.0, "rows_stepped": 0}
         self._thread = threading.Thread(target=self._loop, name="streamsynth-continuous", daemon=True)
         self._thread.start()
@@ -199,7 +199,7 @@ class ContinuousBatcher:
 
     def _prefix_kvs(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[tuple[Any, Any]]]:
         """Keys and values of prompt prefixes, one row each: cached ones from the LRU, the rest
-        computed together in one left-padded pass."""
+        computed in left-padded passes over prefixes of similar length."""
         import torch
 
         found: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
@@ -213,20 +213,25 @@ class ContinuousBatcher:
                 missing.append(p)
         self.stats["prefix_hits"] += len(prefixes) - len(missing)
         self.stats["prefix_misses"] += len(missing)
-        if missing:
-            L = max(len(p) for p in missing)
-            ids = torch.full((len(missing), L), int(self.tok.pad_token_id), dtype=torch.long)
-            mask = torch.zeros((len(missing), L), dtype=torch.long)
-            for i, p in enumerate(missing):
+        # one left-padded pass per group of similar lengths: a stream's prompts carry 1 or 3
+        # demonstration turns, and one pass over both computed mostly padding
+        for group in _prefill_groups(missing, [len(p) for p in missing]):
+            L = max(len(p) for p in group)
+            self.stats["prefix_tokens"] += sum(len(p) for p in group)
+            self.stats["prefix_padded"] += L * len(group)
+            ids = torch.full((len(group), L), int(self.tok.pad_token_id), dtype=torch.long)
+            mask = torch.zeros((len(group), L), dtype=torch.long)
+            for i, p in enumerate(group):
                 ids[i, L - len(p):] = torch.tensor(p)
                 mask[i, L - len(p):] = 1
             pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
             out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                              position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1)
-            for i, p in enumerate(missing):
+            for i, p in enumerate(group):
                 kv = [(layer.keys[i : i + 1, :, L - len(p):].clone(), layer.values[i : i + 1, :, L - len(p):].clone())
                       for layer in _out_cache(out).layers]
                 found[p] = self._prefixes[p] = kv
+        if missing:
             while len(self._prefixes) > self._prefix_cache_size:
                 self._prefixes.popitem(last=False)
         return found
@@ -390,12 +395,12 @@ class ContinuousBatcher:
         return None
 
 
-def _prefill_groups(rows: list[_Row], lengths: list[int]) -> list[list[_Row]]:
-    """Split newcomers into prefill passes of similar suffix length.
+def _prefill_groups(rows: list[Any], lengths: list[int]) -> list[list[Any]]:
+    """Split newcomers (or the prompt prefixes they need) into prefill passes of similar length.
 
-    A pass pads every row to its longest suffix, so one pass over rows that hit the block cache
-    (short suffixes) and rows that missed it (long ones) computes mostly padding. Rows are sorted
-    by length and cut into contiguous groups that minimise padded tokens plus ``PASS_COST`` per pass.
+    A pass pads every row to its longest, so one pass over rows that hit the block cache (short
+    suffixes) and rows that missed it (long ones) computes mostly padding. Rows are sorted by
+    length and cut into contiguous groups that minimise padded tokens plus ``PASS_COST`` per pass.
     """
     if len(rows) <= 1:
         return [rows] if rows else []
