@@ -21,7 +21,7 @@ the tokens it generated up to the end of each reply.
 
 ``--program explore`` takes a stream's prompts instead (a pattern drawn per item: 1 or 3
 demonstration turns, two temperatures); the continuous arms also report the batcher's counters
-(prefix and suffix tokens computed, and computed with padding).
+(prompt tokens prefilled, with padding, cached blocks used, shared heads prefilled).
 """
 
 from __future__ import annotations

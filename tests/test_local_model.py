@@ -109,22 +109,23 @@ def test_cached_prompt_blocks_give_the_same_text(model_cache_dir):
 
     cold, stats = asyncio.run(one_then_rest())
     assert stats["block_hits"] > 0  # the later prompts reused the first one's head
-    assert stats["prefilled_tokens"] < sum(len(b._prompt_ids(r)[0]) - b._prompt_ids(r)[1] for r in reqs)
+    assert stats["prefilled_tokens"] < sum(len(b._prompt_ids(r)) for r in reqs)
     fresh = LocalHFBackend(cache_dir=model_cache_dir, batch_size=4)
     together = [o.text for o in fresh.complete_sync(reqs)]  # one pass, nothing cached beyond the prefix
     assert cold == together
 
 
-def test_prefixes_of_very_different_lengths_are_computed_in_separate_passes_with_the_same_text(model_cache_dir):
-    """A stream's prompts carry 1 or 3 demonstration turns: their prefixes go in passes of similar
-    length (not one pass padded to the longest), and each reply is what the prompt gives alone."""
+def test_heads_shared_by_prompts_that_join_together_are_prefilled_once_with_the_same_text(model_cache_dir):
+    """Prompts like a stream's (1 or 7 demonstration turns after a shared system and instruction),
+    all joining at once: the heads two or more of them share are computed once, not once per prompt
+    (in one pass no prompt could reuse another's), and each reply is what its prompt gives alone."""
     turn = (Message("user", "Write one movie review sentence labeled positive."),)
     short = (Message("system", "You write short movie review sentences."),) + turn + (Message("assistant", "fine ."),)
     long_ = short + tuple(m for k in range(6) for m in (turn[0], Message("assistant", f"a gorgeous , witty , seductive "
                                                                                    f"movie that lifts you up , take {k} .")))
     p = GenerationParams(temperature=0.9, top_p=0.95, max_new_tokens=8)
-    ask = Message("user", "Write one movie review sentence labeled positive. Aspect: acting.")
-    reqs = [CompletionRequest((long_ if i % 2 else short) + (ask,), p, seed=0, sample_index=i) for i in range(4)]
+    asks = [Message("user", f"Write one movie review sentence labeled positive. Aspect: {a}.") for a in ("acting", "plot")]
+    reqs = [CompletionRequest((long_ if i % 2 else short) + (asks[i // 2],), p, seed=0, sample_index=i) for i in range(4)]
     b = LocalHFBackend(cache_dir=model_cache_dir, batch_size=4)
 
     async def together():
@@ -134,6 +135,8 @@ def test_prefixes_of_very_different_lengths_are_computed_in_separate_passes_with
         return [o.text for o in out], stats
 
     texts, stats = asyncio.run(together())
-    assert stats["prefix_misses"] == 2 and stats["prefix_padded"] == stats["prefix_tokens"]  # no padding computed
+    lengths = [len(b._prompt_ids(r)) for r in reqs]
+    assert stats["shared_heads"] >= 2 and stats["block_hits"] > 0
+    assert stats["prefilled_tokens"] < 0.7 * sum(lengths)  # each shared head once, not four times
     one = LocalHFBackend(cache_dir=model_cache_dir, batch_size=1)
     assert texts == [one.complete_sync([r])[0].text for r in reqs]

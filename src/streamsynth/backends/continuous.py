@@ -1,5 +1,5 @@
 """Continuous batching for a local transformers model, with per-row seeded sampling and a
-shared-prefix cache.
+prompt-block cache.
 
 One worker thread owns the model and runs a decode loop over a batch of rows. A row leaves the
 batch the step it ends (end of sequence, a stop string, or its token limit) and waiting requests
@@ -9,14 +9,14 @@ a static batch ends.
 - **Seeded per row.** Each row samples with its own ``torch.Generator`` (seeded by the request's
   (seed, item, step, k)), one draw per step, via the Gumbel-max trick over the top-k nucleus. A
   request's text depends on its own seed, not on which rows share its batch.
-- **Shared prefixes.** Requests of one task share long prompt prefixes (chat template, the
-  instruction, the few-shot turns). The key/value cache of a prompt's prefix (all messages but
-  the last) is computed once and reused. Inside the last message, requests still share a head
-  (the instruction with its label, before the item's own attributes): its keys and values are
-  kept in blocks of ``BLOCK`` tokens, each keyed by every token up to its end (as vLLM's
-  automatic prefix caching does), and a request reuses the longest chain of cached blocks that
-  continues its prefix. Only the rest is prefilled, in passes of rows with similar lengths.
-- **Layout.** The batch cache is right-aligned: each row is ``[padding][prefix][padding][suffix +
+- **Shared prefixes.** Requests of one task share long prompt heads (the chat template, the
+  label's instruction, sometimes a demonstration). Keys and values are kept in blocks of ``BLOCK``
+  tokens, each keyed by every token up to its end (vLLM's automatic prefix caching), and a
+  request reuses the longest chain of cached blocks that starts its prompt. Requests that join
+  together cannot reuse each other's blocks in the one pass that prefills them, so the heads two
+  or more of them share are prefilled first, once each (shorter shared heads before longer ones).
+  Only the rest is prefilled, in passes of rows with similar lengths.
+- **Layout.** The batch cache is right-aligned: each row is ``[padding][cached blocks][padding][suffix +
   generated]``; the attention mask hides padding and each row's positions count its real tokens
   only. Rows join by left-padding to a common length; leading columns that are padding in every
   row are cut off.
@@ -44,7 +44,6 @@ class _Row:
     request: CompletionRequest
     future: concurrent.futures.Future
     prompt_ids: list[int]
-    prefix_len: int  # tokens of the prompt's shared prefix (all messages but the last)
     generator: Any
     started: float
     out: list[int] = field(default_factory=list)
@@ -58,7 +57,7 @@ class ContinuousBatcher:
     """Owns ``model`` in a worker thread; ``submit`` returns a future of the ``Completion``."""
 
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, max_batch: int = 64,
-                 min_join: int | None = None, prefix_cache_size: int = 128, block_cache_size: int = 1024,
+                 min_join: int | None = None, block_cache_size: int = 1024,
                  device: str = "cpu") -> None:
         self.model = model
         self.tok = tokenizer
@@ -71,28 +70,26 @@ class ContinuousBatcher:
         self.min_join = min_join if min_join is not None else max(1, max_batch // 4)
         self.device = device
         self._queue: queue.Queue = queue.Queue()
-        self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
-        self._prefix_cache_size = prefix_cache_size
-        # blocks of the last message: key = every prompt token up to the block's end
+        # blocks of prompts: key = every prompt token up to the block's end
         self._blocks: collections.OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = collections.OrderedDict()
         self._block_cache_size = block_cache_size
         self._closed = False
         self._error: BaseException | None = None
-        self.stats = {"steps": 0, "prefills": 0, "prefix_hits": 0, "prefix_misses": 0, "block_hits": 0,
-                      "prefilled_tokens": 0, "prefill_padded": 0, "prefix_tokens": 0, "prefix_padded": 0, "generated": 0,
+        self.stats = {"steps": 0, "prefills": 0, "block_hits": 0, "shared_heads": 0,
+                      "prefilled_tokens": 0, "prefill_padded": 0, "generated": 0,
                       "prefill_s": 0.0, "step_s": 0.0, "rows_stepped": 0}
         self._thread = threading.Thread(target=self._loop, name="streamsynth-continuous", daemon=True)
         self._thread.start()
 
     # -- public --------------------------------------------------------------------------------
-    def submit(self, request: CompletionRequest, prompt_ids: list[int], prefix_len: int) -> concurrent.futures.Future:
+    def submit(self, request: CompletionRequest, prompt_ids: list[int]) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         if self._error is not None:
             fut.set_exception(self._error)
         elif self._closed:
             fut.set_exception(RuntimeError("the local model was closed"))
         else:
-            self._queue.put((request, prompt_ids, prefix_len, fut))
+            self._queue.put((request, prompt_ids, fut))
         return fut
 
     def close(self) -> None:
@@ -136,8 +133,8 @@ class ContinuousBatcher:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None and not item[3].done():
-                item[3].set_exception(exc)
+            if item is not None and not item[2].done():
+                item[2].set_exception(exc)
 
     def _take(self, free: int, *, block: bool) -> list | None:
         """Up to ``free`` waiting requests that may join now (None when closed).
@@ -179,13 +176,13 @@ class ContinuousBatcher:
             index = torch.tensor(keep)
             parts.append(([batch.rows[i] for i in keep], batch.kv(index), batch.mask[index]))
         new_rows = []
-        for request, ids, prefix_len, fut in waiting:
+        for request, ids, fut in waiting:
             if not fut.cancelled():
                 g = torch.Generator().manual_seed(request.sampling_seed)
-                new_rows.append(_Row(request, fut, ids, prefix_len, g, time.perf_counter()))
-        chains = {id(r): self._cached_blocks(r) for r in new_rows}
-        for group in _prefill_groups(new_rows, [len(r.prompt_ids) - r.prefix_len - BLOCK * len(chains[id(r)])
-                                                for r in new_rows]):
+                new_rows.append(_Row(request, fut, ids, g, time.perf_counter()))
+        self._prefill_shared_heads([r.prompt_ids for r in new_rows])
+        chains = {id(r): self._cached_blocks(r.prompt_ids) for r in new_rows}
+        for group in _prefill_groups(new_rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in new_rows]):
             t0 = time.perf_counter()
             kv, mask, first_logits = self._prefill(group, [chains[id(r)] for r in group])
             self.stats["prefills"] += 1
@@ -197,71 +194,55 @@ class ContinuousBatcher:
             return _Batch()
         return _Batch.stack(parts)
 
-    def _prefix_kvs(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[tuple[Any, Any]]]:
-        """Keys and values of prompt prefixes, one row each: cached ones from the LRU, the rest
-        computed in left-padded passes over prefixes of similar length."""
-        import torch
+    def _prefill_shared_heads(self, prompts: list[list[int]]) -> None:
+        """Prefill once each the uncached block-aligned heads that two or more of ``prompts`` share,
+        so each prompt then finds them in the block cache (they would otherwise be computed once per
+        prompt, in the one pass that prefills the newcomers together)."""
+        counts: collections.Counter[tuple[int, ...]] = collections.Counter()
+        starts = [BLOCK * len(self._cached_blocks(p, touch=False)) for p in prompts]
+        for p, start in zip(prompts, starts):
+            counts.update(tuple(p[:end]) for end in range(start + BLOCK, len(p), BLOCK))
+        heads: dict[tuple[int, ...], list[int]] = {}
+        for p, start in zip(prompts, starts):
+            end = start
+            while end + BLOCK < len(p) and counts[tuple(p[: end + BLOCK])] >= 2:
+                end += BLOCK
+            if end > start:
+                heads.setdefault(tuple(p[:end]), p[: end + 1])  # one token past the head: its blocks are kept
+        if not heads:
+            return
+        pseudo = list(heads.values())
+        self._prefill_shared_heads(pseudo)  # heads the heads share, first (fewer each level: it ends)
+        rows = [_Row(None, None, p, None, 0.0) for p in pseudo]  # type: ignore[arg-type]
+        chains = {id(r): self._cached_blocks(r.prompt_ids) for r in rows}
+        for group in _prefill_groups(rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in rows]):
+            self._prefill(group, [chains[id(r)] for r in group])  # keeps the blocks; logits unused
+            self.stats["shared_heads"] += len(group)
 
-        found: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
-        missing = []
-        for p in dict.fromkeys(prefixes):
-            hit = self._prefixes.get(p)
-            if hit is not None:
-                self._prefixes.move_to_end(p)
-                found[p] = hit
-            else:
-                missing.append(p)
-        self.stats["prefix_hits"] += len(prefixes) - len(missing)
-        self.stats["prefix_misses"] += len(missing)
-        # one left-padded pass per group of similar lengths: a stream's prompts carry 1 or 3
-        # demonstration turns, and one pass over both computed mostly padding
-        for group in _prefill_groups(missing, [len(p) for p in missing]):
-            L = max(len(p) for p in group)
-            self.stats["prefix_tokens"] += sum(len(p) for p in group)
-            self.stats["prefix_padded"] += L * len(group)
-            ids = torch.full((len(group), L), int(self.tok.pad_token_id), dtype=torch.long)
-            mask = torch.zeros((len(group), L), dtype=torch.long)
-            for i, p in enumerate(group):
-                ids[i, L - len(p):] = torch.tensor(p)
-                mask[i, L - len(p):] = 1
-            pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1)
-            for i, p in enumerate(group):
-                kv = [(layer.keys[i : i + 1, :, L - len(p):].clone(), layer.values[i : i + 1, :, L - len(p):].clone())
-                      for layer in _out_cache(out).layers]
-                found[p] = self._prefixes[p] = kv
-        if missing:
-            while len(self._prefixes) > self._prefix_cache_size:
-                self._prefixes.popitem(last=False)
-        return found
-
-    def _cached_blocks(self, r: _Row) -> list[list[tuple[Any, Any]]]:
-        """The longest chain of cached blocks that continues ``r``'s prefix (at least one prompt
-        token is left to prefill: its logits give the first draw)."""
+    def _cached_blocks(self, prompt_ids: list[int], *, touch: bool = True) -> list[list[tuple[Any, Any]]]:
+        """The longest chain of cached blocks that starts ``prompt_ids`` (at least one prompt token is
+        left to prefill: its logits give the first draw)."""
         chain = []
-        end = r.prefix_len + BLOCK
-        while end <= len(r.prompt_ids) - 1:
-            key = tuple(r.prompt_ids[:end])
+        end = BLOCK
+        while end <= len(prompt_ids) - 1:
+            key = tuple(prompt_ids[:end])
             hit = self._blocks.get(key)
             if hit is None:
                 break
-            self._blocks.move_to_end(key)
+            if touch:
+                self._blocks.move_to_end(key)
             chain.append(hit)
             end += BLOCK
         return chain
 
     def _prefill(self, rows: list[_Row], chains: list[list[list[tuple[Any, Any]]]]) -> tuple[Any, Any, Any]:
-        """Prefill ``rows`` in one left-padded pass over what the caches do not hold (``chains``:
-        each row's cached blocks after its prefix)."""
+        """Prefill ``rows`` in one left-padded pass over what the block cache does not hold (``chains``:
+        each row's cached blocks from its first token)."""
         import torch
         from transformers import DynamicCache
 
-        keys = [tuple(r.prompt_ids[: r.prefix_len]) for r in rows]
-        kvs = self._prefix_kvs([k for k, r in zip(keys, rows) if r.prefix_len])
-        prefixes = [kvs[k] if r.prefix_len else None for k, r in zip(keys, rows)]
         for r, chain in zip(rows, chains):
-            r.cached_len = r.prefix_len + BLOCK * len(chain)
+            r.cached_len = BLOCK * len(chain)
             self.stats["block_hits"] += len(chain)
         suffixes = [r.prompt_ids[r.cached_len :] for r in rows]
         P = max(r.cached_len for r in rows)
@@ -280,7 +261,7 @@ class ContinuousBatcher:
             self.stats["prefilled_tokens"] += len(suf)
         past = None
         if P > 0:
-            pieces = [([p] if p is not None else []) + chain for p, chain in zip(prefixes, chains)]
+            pieces = chains
             ref = next(p for p in pieces if p)[0]
             data = []
             for li in range(len(ref)):
@@ -304,7 +285,7 @@ class ContinuousBatcher:
         return layers, mask, out.logits[:, -1, :]
 
     def _keep_blocks(self, rows: list[_Row], layers: list[tuple[Any, Any]], width: int) -> None:
-        """Cache the blocks of the last message that this prefill computed."""
+        """Cache the blocks of the prompts that this prefill computed."""
         for i, r in enumerate(rows):
             n = len(r.prompt_ids)
             end = r.cached_len + BLOCK
@@ -396,7 +377,7 @@ class ContinuousBatcher:
 
 
 def _prefill_groups(rows: list[Any], lengths: list[int]) -> list[list[Any]]:
-    """Split newcomers (or the prompt prefixes they need) into prefill passes of similar length.
+    """Split newcomers (or the shared heads they need) into prefill passes of similar length.
 
     A pass pads every row to its longest, so one pass over rows that hit the block cache (short
     suffixes) and rows that missed it (long ones) computes mostly padding. Rows are sorted by

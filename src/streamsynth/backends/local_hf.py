@@ -308,21 +308,11 @@ class LocalHFBackend(BaseBackend):
                 if self._batcher is None:
                     self._batcher = ContinuousBatcher(self._model, self._tokenizer, model_id=self.model_id,
                                                       max_batch=self.batch_size, device=self.device)
-        ids, prefix_len = self._prompt_ids(request)
-        return self._batcher.submit(request, ids, prefix_len)
+        return self._batcher.submit(request, self._prompt_ids(request))
 
-    def _prompt_ids(self, request: CompletionRequest) -> tuple[list[int], int]:
-        """Token ids of the prompt, and how many of them are the prefix shared by all but the last
-        message (0 when that prefix does not tokenize the same on its own)."""
-        tok = self._tokenizer
-        ids = tok(self._render(request), add_special_tokens=False)["input_ids"]
-        if len(request.messages) < 2 or not getattr(tok, "chat_template", None):
-            return ids, 0
-        head = tok.apply_chat_template([m.to_dict() for m in request.messages[:-1]], tokenize=False,
-                                       add_generation_prompt=False)
-        head_ids = tok(head, add_special_tokens=False)["input_ids"]
-        ok = 0 < len(head_ids) < len(ids) and ids[: len(head_ids)] == head_ids
-        return ids, len(head_ids) if ok else 0
+    def _prompt_ids(self, request: CompletionRequest) -> list[int]:
+        """Token ids of the prompt (the chat template applied)."""
+        return self._tokenizer(self._render(request), add_special_tokens=False)["input_ids"]
 
     async def aclose(self) -> None:
         batcher, self._batcher = self._batcher, None
