@@ -167,11 +167,23 @@ def test_401_raises_without_leaking_the_key(monkeypatch):
     ("http://u:" + SECRET + "@127.0.0.1:8000/v1", None, "carries credentials"),
     ("http://127.0.0.1:8000/v1?key=" + SECRET, None, "query string"),
     ("htp://u:" + SECRET + "@127.0.0.1:8000/v1", None, "must start with http"),
+    ("u:" + SECRET + "@127.0.0.1:8000/v1", None, "must start with http"),  # the scheme forgotten
+    ("http://u:pa/" + SECRET + "@127.0.0.1:8000/v1", None, "carries credentials"),  # a '/' in the password
+    ("http://127.0.0.1:8000/v1", "gsk_" + SECRET.replace("-", "_"), "NAME of the environment variable"),
 ])
 def test_a_key_given_where_it_would_be_stored_is_refused_without_echoing_it(base_url, api_key_env, what):
     with pytest.raises(ConfigError, match=what) as err:
         OpenAIChatBackend(base_url=base_url, model="m", api_key_env=api_key_env)
     assert SECRET not in str(err.value)
+
+
+def test_a_key_passed_as_the_variable_name_is_never_shown(monkeypatch):
+    key = "gsk_" + SECRET.replace("-", "_")
+    monkeypatch.setenv(key, "")  # set (empty), so the name is accepted: messages must still not show it
+    backend = OpenAIChatBackend(base_url="http://127.0.0.1:8000/v1", model="m", api_key_env=key)
+    monkeypatch.delenv(key)
+    assert key not in backend._auth_message(401) and key not in repr(backend)
+    assert "OPENAI_API_KEY" in OpenAIChatBackend(base_url="http://127.0.0.1:8000/v1", model="m")._auth_message(401)
 
 
 def test_right_key_is_sent(monkeypatch):

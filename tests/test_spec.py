@@ -340,6 +340,11 @@ def test_rows_with_an_empty_input_are_skipped_never_seeds_and_counted(toy: Path)
     assert all(e.inputs["text"].strip() and e.inputs["text"] != "null" for e in task.seeds)
     assert {e.id for e in task.seeds} <= {"train:0", "train:3", "train:4", "train:5"}  # ids keep the row numbers
     assert task.data_summary["empty_rows_skipped"] == {"seeds": 2}
+    rows[1]["text"], rows[2]["text"] = "filled in", "filled in too"
+    write_jsonl(toy / "train.jsonl", rows)
+    full = load_task(write_spec(toy, base_spec(labels=["neg", "pos"])))
+    # the skipped rows moved no other row: the seeds drawn are those of the full file, minus them
+    assert [e.id for e in task.seeds] == [e.id for e in full.seeds if e.id not in ("train:1", "train:2")][: len(task.seeds)]
 
 
 def test_label_not_in_the_label_set(toy: Path) -> None:

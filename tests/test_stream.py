@@ -343,9 +343,10 @@ def test_generate_store_explores_the_space_and_draw_of_the_stream_that_wrote_the
         assert method.draw == "factored"
         assert {Pattern.from_id(p).shots for p in method.policy} == {2}
         assert {Pattern.from_id(p).template for p in method.policy} <= {"direct", "plain", "guided"}
-        st.put_state(EXPLORER_STATE, {"draw": "joint", "space": {"shots": [99]}})  # edited by hand
-        with pytest.raises(ConfigError, match="exp.sqlite: the stream settings it holds are not valid.*0 to 16"):
-            stored_explorer(st)
+        for bad, why in (({"shots": [99]}, "0 to 16"), ({"shots": [[1]]}, "lists of values")):  # edited by hand
+            st.put_state(EXPLORER_STATE, {"draw": "joint", "space": bad})
+            with pytest.raises(ConfigError, match=f"exp.sqlite: the stream settings it holds are not valid.*{why}"):
+                stored_explorer(st)
 
 
 def test_an_interrupted_task_is_not_marked_done_and_the_rerun_finishes_it_as_if_never_stopped(stream_file, tmp_path,

@@ -254,3 +254,29 @@ def test_grpo_runs_with_a_toy_reward_and_records_timing(base_folder, tmp_path):
     assert {p[-1].content for p in prompts} <= set(PROMPTS)
     assert sorted(p.name for p in ref.path.iterdir() if p.is_dir()) == []  # only the trained adapter is saved
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # TRL's scratch folder is gone
+
+
+@pytest.mark.slow
+def test_a_fit_asked_to_stop_ends_at_the_next_step_and_saves_nothing(base_folder, tmp_path):
+    import threading
+
+    from streamsynth.learn.weights import FitStopped
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(FitStopped):
+        WeightLearner(**SFT).fit(base_folder, _examples(), out_dir=tmp_path / "sft", stop=stop)
+    assert not (tmp_path / "sft").exists()
+    stop.clear()
+    calls = []
+
+    def reward_then_stop(prompts, completions):  # Ctrl-C lands during GRPO's first step
+        calls.append(len(completions))
+        stop.set()
+        return [0.5] * len(completions)
+
+    learner = WeightLearner(sft_epochs=1, batch_size=2, max_length=96, grpo_steps=3, grpo_prompts=1,
+                            num_generations=2, max_new_tokens=8)
+    with pytest.raises(FitStopped):
+        learner.fit(base_folder, _examples()[:2], reward_fn=reward_then_stop, out_dir=tmp_path / "grpo", stop=stop)
+    assert len(calls) == 1 and not (tmp_path / "grpo").exists()  # one step of three, nothing saved

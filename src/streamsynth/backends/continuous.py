@@ -104,6 +104,7 @@ class ContinuousBatcher:
         batch = _Batch()
         with torch.inference_mode():
             while True:
+                waiting: list = []
                 try:
                     live = batch.live()
                     waiting = self._take(self.max_batch - len(live), block=not live)
@@ -118,9 +119,10 @@ class ContinuousBatcher:
                         self._step(batch)
                 except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear of it
                     self._error = exc
-                    for r in batch.rows:
-                        if not r.future.done():
-                            r.future.set_exception(exc)
+                    futures = [r.future for r in batch.rows] + [item[2] for item in waiting or ()]
+                    for fut in futures:  # the batch's rows, and newcomers taken but not yet in it
+                        if not fut.done():
+                            fut.set_exception(exc)
                     batch = _Batch()
                     self._fail_queue(exc)
                     if not isinstance(exc, Exception):
@@ -203,36 +205,45 @@ class ContinuousBatcher:
         for p, start in zip(prompts, starts):
             counts.update(tuple(p[:end]) for end in range(start + BLOCK, len(p), BLOCK))
         heads: dict[tuple[int, ...], list[int]] = {}
+        new_blocks = 0
         for p, start in zip(prompts, starts):
             end = start
             while end + BLOCK < len(p) and counts[tuple(p[: end + BLOCK])] >= 2:
                 end += BLOCK
-            if end > start:
-                heads.setdefault(tuple(p[:end]), p[: end + 1])  # one token past the head: its blocks are kept
-        if not heads:
+            if end > start and tuple(p[:end]) not in heads:
+                heads[tuple(p[:end])] = p[: end + 1]  # one token past the head: its blocks are kept
+                new_blocks += (end - start) // BLOCK
+        if not heads or new_blocks > self._block_cache_size:
+            # heads that would not fit would evict one another before the newcomers look them up:
+            # then every prompt is prefilled whole, as with no cache (not twice)
             return
         pseudo = list(heads.values())
         self._prefill_shared_heads(pseudo)  # heads the heads share, first (fewer each level: it ends)
         rows = [_Row(None, None, p, None, 0.0) for p in pseudo]  # type: ignore[arg-type]
         chains = {id(r): self._cached_blocks(r.prompt_ids) for r in rows}
         for group in _prefill_groups(rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in rows]):
+            t0 = time.perf_counter()
             self._prefill(group, [chains[id(r)] for r in group])  # keeps the blocks; logits unused
+            self.stats["prefills"] += 1
+            self.stats["prefill_s"] += time.perf_counter() - t0
             self.stats["shared_heads"] += len(group)
 
     def _cached_blocks(self, prompt_ids: list[int], *, touch: bool = True) -> list[list[tuple[Any, Any]]]:
         """The longest chain of cached blocks that starts ``prompt_ids`` (at least one prompt token is
         left to prefill: its logits give the first draw)."""
-        chain = []
+        chain, keys = [], []
         end = BLOCK
         while end <= len(prompt_ids) - 1:
             key = tuple(prompt_ids[:end])
             hit = self._blocks.get(key)
             if hit is None:
                 break
-            if touch:
-                self._blocks.move_to_end(key)
             chain.append(hit)
+            keys.append(key)
             end += BLOCK
+        if touch:
+            for key in reversed(keys):  # a chain's first blocks are the most recently used: tails go first
+                self._blocks.move_to_end(key)
         return chain
 
     def _prefill(self, rows: list[_Row], chains: list[list[list[tuple[Any, Any]]]]) -> tuple[Any, Any, Any]:
@@ -288,13 +299,12 @@ class ContinuousBatcher:
         """Cache the blocks of the prompts that this prefill computed."""
         for i, r in enumerate(rows):
             n = len(r.prompt_ids)
-            end = r.cached_len + BLOCK
-            while end <= n - 1:
+            # deepest first, so the least recently used end of the cache holds tails, not heads
+            for end in reversed(range(r.cached_len + BLOCK, n, BLOCK)):
                 key = tuple(r.prompt_ids[:end])
                 if key not in self._blocks:
                     lo, hi = width - n + end - BLOCK, width - n + end  # prompt token t sits in column width - n + t
                     self._blocks[key] = [(k[i : i + 1, :, lo:hi].clone(), v[i : i + 1, :, lo:hi].clone()) for k, v in layers]
-                end += BLOCK
         while len(self._blocks) > self._block_cache_size:
             self._blocks.popitem(last=False)
 

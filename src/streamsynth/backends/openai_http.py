@@ -112,6 +112,7 @@ class OpenAIChatBackend(BaseBackend):
         tokens_per_minute: float | None = None,
     ):
         _validate(base_url, model, concurrency, timeout_s, max_retries, backoff_base_s, backoff_max_s)
+        api_key_env = api_key_env or None  # "" as None: no key
         _validate_key_env(api_key_env)
         _validate_limits(concurrency, max_concurrency, requests_per_minute, tokens_per_minute)
         self.base_url = base_url.rstrip("/")
@@ -159,7 +160,7 @@ class OpenAIChatBackend(BaseBackend):
     def __repr__(self) -> str:
         return (
             f"OpenAIChatBackend(model={self.model!r}, base_url={self.base_url!r}, "
-            f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
+            f"api_key_env={_shown_key_env(self.api_key_env) if self.api_key_env else None!r}, concurrency={self.concurrency})"
         )
 
     # -- public verbs -------------------------------------------------------------------------
@@ -360,7 +361,8 @@ class OpenAIChatBackend(BaseBackend):
         if not self.api_key_env:
             return f"{refused}; this server needs an API key: pass api_key_env naming the environment variable that holds it"
         state = "is set but was refused" if self._api_key() else "is not set"
-        return f"{refused}; the environment variable {self.api_key_env} {state}: set {self.api_key_env} to a valid API key"
+        name = _shown_key_env(self.api_key_env)
+        return f"{refused}; the environment variable {name} {state}: set it to a valid API key"
 
     def _unavailable(self, detail: str, *, lost: bool = False) -> BackendUnavailable:
         what = "lost connection to" if lost else "cannot connect to"
@@ -449,24 +451,36 @@ def _describe(exc: BaseException) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: how environment variable names usually look: only a name of this form, or one that is set, is
+#: ever shown in a message (a key pasted where the name goes may match _ENV_NAME: hf_..., gsk_...)
+_SHOWN_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 def _redacted(url: str) -> str:
-    """``url`` without user info, query or fragment: what an error message may show of it."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "(an unparsable URL)"
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """What an error message may show of ``url``: scheme, host, port and path, never user info,
+    query or fragment ('(not shown)' when it does not even start with http:// or https://)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return "(not shown)"
+    rest = rest.rpartition("@")[2].split("?", 1)[0].split("#", 1)[0]  # user info may hold '/', '?' or '#'
+    return f"{scheme}://{rest}"
+
+
+def _shown_key_env(api_key_env: str) -> str:
+    """``api_key_env`` as a message may name it: itself when it looks like a variable name or is set."""
+    if _SHOWN_ENV_NAME.fullmatch(api_key_env) or api_key_env in os.environ:
+        return api_key_env
+    return "named by api_key_env (--api-key-env)"
 
 
 def _validate_key_env(api_key_env: str | None) -> None:
     """The NAME of an environment variable, or None; never echoes the value (it may be the key itself)."""
-    if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)):
+    bad = api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)
+                                       or (api_key_env not in os.environ and not _SHOWN_ENV_NAME.fullmatch(api_key_env)))
+    if bad:
         raise ConfigError("api_key_env (--api-key-env) takes the NAME of the environment variable that holds the API "
-                          "key (letters, digits and _, e.g. OPENAI_API_KEY), not the key itself; set the variable, "
-                          "then pass its name")
+                          "key (usually UPPER_CASE, e.g. OPENAI_API_KEY), not the key itself, and this one is neither "
+                          "set nor shaped like a name; set the variable, then pass its name")
 
 
 def _validate(
@@ -479,15 +493,17 @@ def _validate(
     backoff_max_s: float,
 ) -> None:
     if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, got {_redacted(base_url)!r}")
-    try:
-        parts = urllib.parse.urlsplit(base_url)
-    except ValueError:
-        raise ConfigError(f"base_url {_redacted(base_url)!r} is not a valid URL; give it as http://HOST:PORT/v1") from None
-    if parts.username is not None or parts.password is not None:
+        raise ConfigError("base_url must start with http:// or https:// (the value given is not shown: it may hold a "
+                          "key); give it as http://HOST:PORT/v1")
+    if "@" in base_url.partition("://")[2]:
         raise ConfigError(f"base_url carries credentials (user:password@); they would be written into every sample's "
                           f"provenance and the cache: give {_redacted(base_url)!r} and put the key in an environment "
                           "variable named by api_key_env (--api-key-env)")
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ConfigError(f"base_url {_redacted(base_url)!r} is not a valid URL; give it as http://HOST:PORT/v1") from None
     if parts.query or parts.fragment:
         raise ConfigError(f"base_url must not carry a query string or fragment (it may hold a key, and /chat/completions "
                           f"is appended to it): give {_redacted(base_url)!r}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -498,7 +499,7 @@ async def arun_stream(
     # what would stop the stream after a task's budget is spent is checked before anything is written
     checker = DevUtility(embedder=embedder, seed=spec.seed, repeats=spec.selection.cv_repeats)
     start = len(progress.done) if progress else 0
-    for path, task in zip(list(stream.task_paths)[start:], task_list[start:]):
+    for path, task in zip(list(stream.task_paths)[start:], task_list[start:], strict=True):
         if task.kind not in GENERATED_KINDS:
             raise ConfigError(f"{path}: task {task.name!r} is of kind {task.kind!r}; a stream learns over "
                               f"{' and '.join(GENERATED_KINDS)} tasks only (this version generates no other kind): "
@@ -531,8 +532,6 @@ async def arun_stream(
             else:
                 emit({"event": "note", "task": "", "text": f"another stream run ({head.get('run')}) wrote to "
                       f"{stream.store_path} since this one stopped; the store is not rolled back, so its experience stays"})
-        if store is not None:
-            remember_explorer(store, spec)  # after any rollback: `generate --store` explores as this stream does
         adapter = None
         if done and done[-1].get("adapter"):
             from streamsynth.learn.weights import AdapterRef
@@ -592,6 +591,8 @@ async def arun_stream(
                       "adapter": outcome.adapter})
             done.append(outcome.to_dict())
             if store is not None:
+                if explicit:  # the policies this task left are over this space: `generate --store` explores it
+                    remember_explorer(store, spec)
                 _mark_and_snapshot(store, progress.run, pos + 1)
             _write_progress(out, sfp, progress)
             outcomes.append(outcome)
@@ -620,8 +621,9 @@ def stored_explorer(store: Any) -> dict[str, Any]:
     try:
         if draw not in DRAWS:
             raise ConfigError(f"draw {draw!r} is not one of {list(DRAWS)}")
-        if space is not None and not isinstance(space, Mapping):
-            raise ConfigError(f"the pattern space is a {type(space).__name__}, not a mapping")
+        if space is not None and not (isinstance(space, Mapping) and all(
+                isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v) for v in space.values())):
+            raise ConfigError("the pattern space is not a mapping of lists of values")
         space = custom_space(space)
     except ConfigError as exc:
         raise ConfigError(f"{store.path}: the stream settings it holds are not valid ({exc}); "
@@ -705,7 +707,17 @@ async def train_adapter(task: Task, backend: Any, ctx: LearningContext, extras: 
     learner = WeightLearner(min_reward=spec.min_reward, sft_epochs=spec.sft_epochs, grpo_steps=spec.grpo_steps, seed=seed)
     reward_fn = make_grpo_reward(task, ctx, prompts_meta)
     backend_dir = backend.converted_dir()
-    return await asyncio.to_thread(learner.fit, backend_dir, examples, reward_fn=reward_fn, start=start, out_dir=out_dir)
+    stop = threading.Event()
+    fit = asyncio.ensure_future(asyncio.to_thread(learner.fit, backend_dir, examples, reward_fn=reward_fn, start=start,
+                                                  out_dir=out_dir, stop=stop))
+    try:
+        return await asyncio.shield(fit)
+    except asyncio.CancelledError:
+        # Ctrl-C: a thread cannot be cancelled, so ask the fit to end at its next optimizer step
+        # and wait for that, instead of for the rest of the fit (the rerun redoes the task's fit)
+        stop.set()
+        await asyncio.wait({fit})
+        raise
 
 
 def make_grpo_reward(task: Task, ctx: LearningContext, prompts_meta: Sequence[tuple[Any, str | None]]) -> Callable[..., list[float]]:

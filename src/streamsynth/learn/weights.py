@@ -47,6 +47,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -255,9 +256,12 @@ class WeightLearner:
         start: AdapterRef | None = None,
         out_dir: str | os.PathLike,
         base_model_id: str | None = None,
+        stop: threading.Event | None = None,
     ) -> AdapterRef | None:
         """Train a LoRA adapter on ``examples`` (and ``reward_fn``) and save it to ``out_dir``.
 
+        - ``stop``: set from another thread to end the fit at the next optimizer step, with
+          ``FitStopped`` and nothing saved (a stream interrupted during its fit).
         - ``start``: the previous task's adapter; it is loaded and trained further (its LoRA
           shape wins over this config's), and the result's ``parent`` is its digest.
         - ``reward_fn``: when given and ``grpo_steps > 0``, GRPO follows SFT on the examples'
@@ -300,11 +304,11 @@ class WeightLearner:
             tok, model = _load(base_folder, cfg, start=start, trainable=True)
             try:
                 stats["load_s"] = round(time.perf_counter() - t0, 2)
-                stats.update(_sft(model, tok, chosen, cfg, dtype))
+                stats.update(_sft(model, tok, chosen, cfg, dtype, stop))
                 release_memory()
                 if run_grpo:
                     prompts = _distinct_prompts(examples, cfg.seed)
-                    stats.update(_grpo(model, tok, prompts, reward_fn, cfg, dtype, workdir=out_dir.parent))
+                    stats.update(_grpo(model, tok, prompts, reward_fn, cfg, dtype, workdir=out_dir.parent, stop=stop))
                 else:
                     stats.update(grpo_prompts=0, grpo_steps=0, grpo_s=0.0)
                 stats["total_s"] = round(time.perf_counter() - t0, 2)
@@ -488,7 +492,17 @@ def _completion_loss(model: Any, batch: list[tuple[list[int], int]], pad_id: int
     return (losses * target_mask.reshape(-1)).sum(), int(target_mask.sum())
 
 
-def _sft(model: Any, tok: Any, chosen: list[TrainingExample], cfg: WeightLearnerConfig, dtype: str) -> dict[str, Any]:
+class FitStopped(Exception):
+    """A fit ended early because its ``stop`` event was set; nothing was saved."""
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise FitStopped("the LoRA fit was stopped before it finished; nothing was saved")
+
+
+def _sft(model: Any, tok: Any, chosen: list[TrainingExample], cfg: WeightLearnerConfig, dtype: str,
+         stop: threading.Event | None = None) -> dict[str, Any]:
     import torch
 
     t0 = time.perf_counter()
@@ -510,6 +524,7 @@ def _sft(model: Any, tok: Any, chosen: list[TrainingExample], cfg: WeightLearner
         order_rng.shuffle(order)
         total, count = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
+            _check_stop(stop)
             loss_sum, n = _completion_loss(model, [encoded[j] for j in order[i: i + cfg.batch_size]],
                                            tok.pad_token_id, cfg.device, dtype)
             (loss_sum / n).backward()
@@ -546,11 +561,19 @@ def _trl_reward(reward_fn: RewardFn) -> Callable[..., list[float]]:
 
 
 def _grpo(model: Any, tok: Any, prompts: list[tuple[Message, ...]], reward_fn: RewardFn,
-          cfg: WeightLearnerConfig, dtype: str, *, workdir: Path) -> dict[str, Any]:
+          cfg: WeightLearnerConfig, dtype: str, *, workdir: Path, stop: threading.Event | None = None) -> dict[str, Any]:
     """GRPO with TRL: one optimizer step per ``grpo_prompts x num_generations`` samples."""
     from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    class _StopWhenAsked(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if stop is not None and stop.is_set():
+                control.should_training_stop = True
+            return control
+
+    _check_stop(stop)
 
     t0 = time.perf_counter()
     # transformers 5.23 renamed the setting
@@ -576,7 +599,9 @@ def _grpo(model: Any, tok: Any, prompts: list[tuple[Message, ...]], reward_fn: R
                               train_dataset=data, processing_class=tok)
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
+        trainer.add_callback(_StopWhenAsked())
         trainer.train()
+        _check_stop(stop)
         logged = [h for h in trainer.state.log_history if "reward" in h]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -63,9 +63,10 @@ def _to_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, path: DataSource | Path | str) -> list[Example]:
+def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, path: DataSource | Path | str) -> list[Example | None]:
     """Map rows to ``Example``s by the spec's fields; an error names the source, the row and the fix.
-    Rows whose input or output is null or blank are skipped (ids keep the row numbers)."""
+    A row whose input or output is null or blank is ``None`` in its place (so seeds are drawn as if
+    it were there, and ids keep the row numbers)."""
     inputs = spec.fields.inputs
     needed = list(inputs) + [spec.fields.output]
     if spec.kind == "code" and spec.fields.tests:
@@ -80,7 +81,8 @@ def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, 
                 f"fix 'fields' in the spec"
             )
         if any(row[f] is None or (isinstance(row[f], str) and not row[f].strip()) for f in needed):
-            continue  # an empty text is no example (real data sets have a few); counted as skipped
+            out.append(None)  # an empty text is no example (real data sets have a few); counted as skipped
+            continue
         output = _to_text(row[spec.fields.output])
         if label_set and output not in label_set:
             raise DataError(
@@ -96,11 +98,13 @@ def rows_to_examples(rows: list[dict[str, Any]], spec: TaskSpec, *, split: str, 
     return out
 
 
-def choose_seeds(examples: list[Example], spec: TaskSpec) -> list[Example]:
-    """Deterministic choice: shuffle with the seeds' random seed, then take k per label or n."""
+def choose_seeds(examples: list[Example | None], spec: TaskSpec) -> list[Example]:
+    """Deterministic choice: shuffle with the seeds' random seed, then take k per label or n. Skipped
+    rows (``None``) are shuffled with the rest and then dropped, so they move no other row."""
     rng = random.Random(spec.seeds.seed)
     order = list(examples)
     rng.shuffle(order)
+    order = [e for e in order if e is not None]
     if spec.seeds.per_label is not None:
         by_label: dict[str, list[Example]] = defaultdict(list)
         for e in order:
@@ -141,22 +145,22 @@ def task_from_spec(spec: TaskSpec, *, base: Path, source: str = "<spec>") -> Tas
                 field="seeds.from",
                 path=source,
             )
-    seed_rows = read_rows(seed_src, what=what)
-    seed_examples = rows_to_examples(seed_rows, spec, split=seed_split, path=seed_src)
-    seeds = choose_seeds(seed_examples, spec)
+    placed = rows_to_examples(read_rows(seed_src, what=what), spec, split=seed_split, path=seed_src)
+    seeds = choose_seeds(placed, spec)
+    seed_examples = [e for e in placed if e is not None]
     dev: list[Example] = []
     dev_skipped = 0
     if "dev" in splits:
         dev_src = resolve_source(splits["dev"], base, what="data.dev")
-        dev_rows = read_rows(dev_src, what="data.dev")
-        dev = rows_to_examples(dev_rows, spec, split="dev", path=dev_src)
-        dev_skipped = len(dev_rows) - len(dev)
+        dev_placed = rows_to_examples(read_rows(dev_src, what="data.dev"), spec, split="dev", path=dev_src)
+        dev = [e for e in dev_placed if e is not None]
+        dev_skipped = len(dev_placed) - len(dev)
     # The test split is only named here (never read): the final evaluation alone reads it.
     test_source = resolve_source(splits["test"], base, what="data.test") if "test" in splits else None
     summary = {
         "seeds_from": str(seed_src),
         "seed_rows": len(seed_examples),
-        "empty_rows_skipped": {k: v for k, v in (("seeds", len(seed_rows) - len(seed_examples)), ("dev", dev_skipped)) if v},
+        "empty_rows_skipped": {k: v for k, v in (("seeds", len(placed) - len(seed_examples)), ("dev", dev_skipped)) if v},
         "seed_label_counts": dict(Counter(e.output for e in seed_examples)),
         "dev": str(dev_src) if "dev" in splits else None,
         "dev_rows": len(dev),
