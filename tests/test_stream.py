@@ -343,7 +343,7 @@ def test_generate_store_explores_the_space_and_draw_of_the_stream_that_wrote_the
         assert method.draw == "factored"
         assert {Pattern.from_id(p).shots for p in method.policy} == {2}
         assert {Pattern.from_id(p).template for p in method.policy} <= {"direct", "plain", "guided"}
-        for bad, why in (({"shots": [99]}, "0 to 16"), ({"shots": [[1]]}, "lists of values")):  # edited by hand
+        for bad, why in (({"shots": [99]}, "0 to 16"), ({"shots": [[1]]}, "whole numbers")):  # edited by hand
             st.put_state(EXPLORER_STATE, {"draw": "joint", "space": bad})
             with pytest.raises(ConfigError, match=f"exp.sqlite: the stream settings it holds are not valid.*{why}"):
                 stored_explorer(st)

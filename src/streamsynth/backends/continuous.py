@@ -183,12 +183,8 @@ class ContinuousBatcher:
                 g = torch.Generator().manual_seed(request.sampling_seed)
                 new_rows.append(_Row(request, fut, ids, g, time.perf_counter()))
         self._prefill_shared_heads([r.prompt_ids for r in new_rows])
-        chains = {id(r): self._cached_blocks(r.prompt_ids) for r in new_rows}
-        for group in _prefill_groups(new_rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in new_rows]):
-            t0 = time.perf_counter()
-            kv, mask, first_logits = self._prefill(group, [chains[id(r)] for r in group])
-            self.stats["prefills"] += 1
-            self.stats["prefill_s"] += time.perf_counter() - t0
+        for group, chains in self._passes(new_rows):
+            kv, mask, first_logits = self._prefill(group, chains)
             self._sample_into(group, first_logits)  # newcomers draw their first token from the prefill
             self._finish(group)
             parts.append((group, kv, mask))
@@ -219,14 +215,15 @@ class ContinuousBatcher:
             return
         pseudo = list(heads.values())
         self._prefill_shared_heads(pseudo)  # heads the heads share, first (fewer each level: it ends)
-        rows = [_Row(None, None, p, None, 0.0) for p in pseudo]  # type: ignore[arg-type]
-        chains = {id(r): self._cached_blocks(r.prompt_ids) for r in rows}
-        for group in _prefill_groups(rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in rows]):
-            t0 = time.perf_counter()
-            self._prefill(group, [chains[id(r)] for r in group])  # keeps the blocks; logits unused
-            self.stats["prefills"] += 1
-            self.stats["prefill_s"] += time.perf_counter() - t0
+        for group, chains in self._passes([_Row(None, None, p, None, 0.0) for p in pseudo]):  # type: ignore[arg-type]
+            self._prefill(group, chains)  # keeps the blocks; logits unused
             self.stats["shared_heads"] += len(group)
+
+    def _passes(self, rows: list[_Row]) -> list[tuple[list[_Row], list[list[list[tuple[Any, Any]]]]]]:
+        """``rows`` in prefill passes of similar uncached length, each with its rows' cached chains."""
+        chains = {id(r): self._cached_blocks(r.prompt_ids) for r in rows}
+        groups = _prefill_groups(rows, [len(r.prompt_ids) - BLOCK * len(chains[id(r)]) for r in rows])
+        return [(group, [chains[id(r)] for r in group]) for group in groups]
 
     def _cached_blocks(self, prompt_ids: list[int], *, touch: bool = True) -> list[list[tuple[Any, Any]]]:
         """The longest chain of cached blocks that starts ``prompt_ids`` (at least one prompt token is
@@ -252,6 +249,7 @@ class ContinuousBatcher:
         import torch
         from transformers import DynamicCache
 
+        t0 = time.perf_counter()
         for r, chain in zip(rows, chains):
             r.cached_len = BLOCK * len(chain)
             self.stats["block_hits"] += len(chain)
@@ -293,6 +291,8 @@ class ContinuousBatcher:
                          **{self._cache_kw: past if past is not None else DynamicCache()})
         layers = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
         self._keep_blocks(rows, layers, P + S)
+        self.stats["prefills"] += 1
+        self.stats["prefill_s"] += time.perf_counter() - t0
         return layers, mask, out.logits[:, -1, :]
 
     def _keep_blocks(self, rows: list[_Row], layers: list[tuple[Any, Any]], width: int) -> None:

@@ -450,9 +450,9 @@ def _describe(exc: BaseException) -> str:
     return text[:_EXCERPT_CHARS]
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: how environment variable names usually look: only a name of this form, or one that is set, is
-#: ever shown in a message (a key pasted where the name goes may match _ENV_NAME: hf_..., gsk_...)
+#: ever shown in a message or accepted (a key pasted where the name goes may look like a name:
+#: hf_..., gsk_...)
 _SHOWN_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
@@ -475,9 +475,7 @@ def _shown_key_env(api_key_env: str) -> str:
 
 def _validate_key_env(api_key_env: str | None) -> None:
     """The NAME of an environment variable, or None; never echoes the value (it may be the key itself)."""
-    bad = api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)
-                                       or (api_key_env not in os.environ and not _SHOWN_ENV_NAME.fullmatch(api_key_env)))
-    if bad:
+    if api_key_env is not None and (not isinstance(api_key_env, str) or _shown_key_env(api_key_env) != api_key_env):
         raise ConfigError("api_key_env (--api-key-env) takes the NAME of the environment variable that holds the API "
                           "key (usually UPPER_CASE, e.g. OPENAI_API_KEY), not the key itself, and this one is neither "
                           "set nor shaped like a name; set the variable, then pass its name")

@@ -86,7 +86,7 @@ def check_space(space: Mapping[str, Sequence[Any]] | None) -> dict[str, tuple[An
         if isinstance(values, (str, int, float)) or not values:
             raise ConfigError(f"patterns.{dim} must be a non-empty list, e.g. {list(default)}; got {values!r}")
         values = tuple(values)
-        if len(set(values)) != len(values):
+        if any(values.count(v) > 1 for v in values):  # == not hash: a hand-edited value may be a list
             raise ConfigError(f"patterns.{dim} lists a value twice: {list(values)}")
         if dim == "templates":
             bad = [t for t in values if t not in TEMPLATE_VARIANTS or t == "guided"]

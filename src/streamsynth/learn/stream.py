@@ -621,9 +621,8 @@ def stored_explorer(store: Any) -> dict[str, Any]:
     try:
         if draw not in DRAWS:
             raise ConfigError(f"draw {draw!r} is not one of {list(DRAWS)}")
-        if space is not None and not (isinstance(space, Mapping) and all(
-                isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v) for v in space.values())):
-            raise ConfigError("the pattern space is not a mapping of lists of values")
+        if space is not None and not isinstance(space, Mapping):
+            raise ConfigError(f"the pattern space is a {type(space).__name__}, not a mapping")
         space = custom_space(space)
     except ConfigError as exc:
         raise ConfigError(f"{store.path}: the stream settings it holds are not valid ({exc}); "
