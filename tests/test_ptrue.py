@@ -215,3 +215,19 @@ def test_with_a_target_the_check_pays_for_no_sample_past_the_cut(tiny_task_spec)
         judged = sum(1 for r in fake.requests if r.step == "p_true")
         runs.append(([s.id for s in report.result.accepted], judged))
     assert runs[0] == runs[1] and len(runs[0][0]) == 4
+
+
+class SameIdTwice(TwoReviews):
+    """A method bug: its two samples of an item share one id."""
+
+    async def run(self, item, lm):
+        [first, _] = await super().run(item, lm)
+        return [first, first]
+
+
+def test_a_method_that_writes_two_samples_with_one_id_is_a_clear_error(tiny_task_spec):
+    # the checks tell samples apart by id (a duplicate's own copy is not a duplicate), so two samples
+    # with one id would pass the duplicate check: the run stops and names the method and the fix
+    prog = SynthesisProgram([SameIdTwice(2)], checks=default_checks())
+    with pytest.raises(ConfigError, match=r"several samples with the id .*\(new_sample\(\.\.\., k=1\)"):
+        generate(tiny_task_spec, FakeBackend(reply), budget=6, program=prog)

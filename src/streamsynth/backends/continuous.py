@@ -75,7 +75,7 @@ class ContinuousBatcher:
         self._block_cache_size = block_cache_size
         self._closed = False
         self._error: BaseException | None = None
-        self.stats = {"steps": 0, "prefills": 0, "block_hits": 0, "shared_heads": 0,
+        self.stats = {"steps": 0, "prefills": 0, "block_hits": 0, "shared_heads": 0, "head_tokens": 0,
                       "prefilled_tokens": 0, "prefill_padded": 0, "generated": 0,
                       "prefill_s": 0.0, "step_s": 0.0, "rows_stepped": 0}
         self._thread = threading.Thread(target=self._loop, name="streamsynth-continuous", daemon=True)
@@ -252,7 +252,8 @@ class ContinuousBatcher:
         t0 = time.perf_counter()
         for r, chain in zip(rows, chains):
             r.cached_len = BLOCK * len(chain)
-            self.stats["block_hits"] += len(chain)
+            if r.request is not None:  # a shared head's pass is not a request's
+                self.stats["block_hits"] += len(chain)
         suffixes = [r.prompt_ids[r.cached_len :] for r in rows]
         P = max(r.cached_len for r in rows)
         S = max(len(s) for s in suffixes)
@@ -268,6 +269,8 @@ class ContinuousBatcher:
             pos[i, S - len(suf):] = torch.arange(r.cached_len, r.cached_len + len(suf))
             r.next_pos = r.cached_len + len(suf)
             self.stats["prefilled_tokens"] += len(suf)
+            if r.request is None:
+                self.stats["head_tokens"] += len(suf)
         past = None
         if P > 0:
             pieces = chains

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from streamsynth.errors import BackendError
+from streamsynth.errors import BackendError, ConfigError
 from streamsynth.methods.base import Item
 from streamsynth.program import SynthesisProgram
 from streamsynth.quality.checks import calls_per_sample, verify_batch
@@ -323,7 +323,13 @@ async def _synthesize(
 
     async def run_item(item: Item, method: Any) -> tuple[Item, list[Sample], ItemLM]:
         lm = ItemLM(engine, index=item.index, seed=item.seed, max_calls=item.max_calls)
-        return item, await method.run(item, lm), lm
+        samples = await method.run(item, lm)
+        ids = [s.id for s in samples]
+        if len(set(ids)) < len(ids):  # the checks and the journal tell samples apart by id
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise ConfigError(f"method {item.method!r} wrote several samples with the id {twice[0]!r} for item "
+                              f"{item.index}; give each sample of an item its own number (new_sample(..., k=1), k=2, ...)")
+        return item, samples, lm
 
     # finished items reach the loop through their done callbacks (asyncio.wait would add and remove a
     # callback on every item in flight, thousands of them, each time one finishes)
