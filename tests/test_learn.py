@@ -94,6 +94,7 @@ def test_exploring_strategy_draw_is_checked_and_kept_by_clone(task):
     ({"templates": ["guided"]}, "joins by itself"),
     ({"templates": ["fancy"]}, "choose from"),
     ({"colours": [1]}, "unknown pattern dimensions"),
+    ({"templates": ["plain", "rephrase"], "shots": [0, 1]}, "rewrites a seed shown in the prompt"),
 ])
 def test_a_bad_pattern_space_is_refused_with_what_is_allowed(space, words):
     with pytest.raises(ConfigError, match=words):
@@ -126,6 +127,33 @@ def test_exploring_strategy_records_its_pattern_and_uses_it(task):
     last = m.messages(item)[-1].content
     other = [lab for lab in task.label_names if lab != item.label][0]
     assert f"not as {other}" in last
+
+
+def test_rephrase_asks_to_rewrite_the_last_seed_shown_without_new_attributes(task):
+    m = ExploringStrategy(policy={"tpl=rephrase|shots=2|temp=0.7": (1, 1)}, attributes={"tone": ["dry", "warm"]})
+    item = m.plan(task, 0, 0)
+    assert len(item.demonstrations) == 2 and item.attributes == {} and item.conditioning["attributes"] == {}
+    msgs = m.messages(item)
+    # the seeds as earlier turns, the last of them the one to say again; then only the ask
+    assert [x.role for x in msgs] == ["user", "assistant", "user", "assistant", "user"]
+    assert msgs[3].content == item.demonstrations[-1].inputs[task.input_fields[0]]
+    assert msgs[-1].content.startswith(f"Now write the last {task.generation.input_noun} again in other words")
+    assert "Tone" not in msgs[-1].content and item.label not in msgs[-1].content
+    # the other patterns draw the same labels, attributes and seeds as in a space without it
+    both = ExploringStrategy(space={"templates": ["plain", "rephrase"]}, attributes={"tone": ["dry", "warm"]})
+    plain = ExploringStrategy(policy={pid: (1, 1) for pid in both.policy if "plain" in pid}, attributes={"tone": ["dry", "warm"]})
+    compared = 0
+    for i in range(24):
+        a, b = both.plan(task, i, 3), plain.plan(task, i, 3)
+        assert a.label == b.label
+        if a.pattern == b.pattern:
+            assert (a.attributes, a.demonstrations) == (b.attributes, b.demonstrations)
+            compared += 1
+    assert compared >= 3
+    # a label with no seeds has nothing to rewrite: the plain ask
+    bare = type(item)(**{**{f: getattr(item, f) for f in item.__dataclass_fields__}, "demonstrations": ()})
+    assert m.messages(bare)[-1].content.startswith("Write one")
+    check_method(m, task)
 
 
 def test_exploring_strategy_passes_the_method_contract(task):

@@ -42,7 +42,13 @@ TEMPLATE_VARIANTS: Mapping[str, Mapping[str, str]] = {
     "contrast": {"instruction": "Write {what} labeled {label}{desc}. It must read as {label}, not as {others}."},
     "direct": {"reply": "Reply with the {noun} itself: no introduction, no label, no quotes."},
     "guided": {"reply": "Reply with the {noun} only. {guidance}"},
+    # question rephrase (Scale AI, arXiv 2409.19759): the last demonstration, a real seed, said again
+    # in other words; the whole last turn, with no new attributes (they would change its meaning)
+    "rephrase": {"reply": "Now write the last {noun} again in other words: the same meaning, new wording. "
+                          "Reply with the {noun} only."},
 }
+#: templates whose last turn asks to rewrite the last demonstration (so they need one: shots >= 1)
+REWRITE_TEMPLATES = frozenset({"rephrase"})
 DEFAULT_VARIANTS = ("plain", "contrast", "direct")
 DEFAULT_SHOTS = (1, 3)
 DEFAULT_TEMPERATURES = (0.7, 1.0)
@@ -98,6 +104,10 @@ def check_space(space: Mapping[str, Sequence[Any]] | None) -> dict[str, tuple[An
         elif dim == "shots":
             if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 16 for k in values):
                 raise ConfigError(f"patterns.shots must be whole numbers from 0 to 16 (seeds shown per prompt); got {list(values)}")
+            rewrite = sorted(REWRITE_TEMPLATES.intersection(out["templates"]))
+            if rewrite and 0 in values:
+                raise ConfigError(f"patterns.shots: {rewrite[0]!r} rewrites a seed shown in the prompt, so every "
+                                  f"pattern needs at least one; drop 0 from {list(values)} or {rewrite[0]!r} from the templates")
             out[dim] = tuple(sorted(values))
         else:
             if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 for t in values):
@@ -249,6 +259,8 @@ class ExploringStrategy(AttributeConditionedStrategy):
         rng = random.Random(derive_seed(seed, self.name, index))
         label = self._label_for(task, index, seed)
         chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
+        if pattern.template in REWRITE_TEMPLATES:
+            chosen = {}  # drawn all the same, so no other item's draw moves
         pool: list[Example] = list(task.seeds_for(label))
         pool += [Example(f"exemplar-{label}-{i}", {task.input_fields[0]: t}, label)
                  for i, t in enumerate(self.exemplars.get(label, ())) if task.kind == "classification"]
@@ -276,7 +288,18 @@ class ExploringStrategy(AttributeConditionedStrategy):
         return out
 
     def messages(self, item: Item) -> tuple[Message, ...]:
-        return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, self.templates_for(item))
+        templates = self.templates_for(item)
+        if Pattern.from_id(item.pattern).template not in REWRITE_TEMPLATES:
+            return render_messages(item.task, item.label or "", item.attributes, item.demonstrations, templates)
+        if not item.demonstrations:  # a label without seeds has nothing to rewrite: the plain ask
+            return render_messages(item.task, item.label or "", item.attributes, (), self.templates)
+        task = item.task
+        msgs = render_messages(task, item.label or "", {}, item.demonstrations, templates)
+        last = templates["reply"].format(noun=task.generation.input_noun)
+        if task.kind == "pair_classification":
+            a, b = (f.title() for f in task.input_fields)
+            last += " " + templates["reply_pair"].format(a=a, b=b)
+        return msgs[:-1] + (Message("user", last),)
 
 
-__all__ = ["DEFAULT_SPACE", "DEFAULT_TEMPLATES", "DRAWS", "check_space", "custom_space", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]
+__all__ = ["DEFAULT_SPACE", "DEFAULT_TEMPLATES", "DRAWS", "REWRITE_TEMPLATES", "check_space", "custom_space", "ExploringStrategy", "Pattern", "TEMPLATE_VARIANTS", "factored_choice", "pattern_space", "thompson_choice"]
