@@ -311,13 +311,19 @@ def test_every_fault_kind_has_a_pinned_reason():
     assert set(FAULT_REASONS) == set(ALL_FAULT_KINDS)
 
 
+def _timeout_for(fault: str) -> float:
+    """The client's timeout: short where the fault is a stalled reply (the server sleeps 1 s), else
+    long enough that a loaded machine's slow answer is not a second fault."""
+    return 0.3 if fault == "timeout" else 10.0
+
+
 @pytest.mark.parametrize("fault", ALL_FAULT_KINDS)
 def test_each_fault_kind_is_retried_then_succeeds(fault):
     server = MockOpenAIServer(faults=[fault], timeout_sleep_s=1.0)
 
     async def go():
         async with server:
-            async with make_backend(server.base_url, timeout_s=0.3) as backend:
+            async with make_backend(server.base_url, timeout_s=_timeout_for(fault)) as backend:
                 return await backend.complete([request()]), backend
 
     [c], backend = asyncio.run(go())
@@ -332,7 +338,7 @@ def test_each_fault_kind_after_max_retries_records_its_reason(fault):
 
     async def go():
         async with server:
-            async with make_backend(server.base_url, timeout_s=0.3, max_retries=2) as backend:
+            async with make_backend(server.base_url, timeout_s=_timeout_for(fault), max_retries=2) as backend:
                 failed = await backend.complete([request()])
                 return failed + await backend.complete([request(index=1)]), backend
 
