@@ -156,6 +156,15 @@ def test_cli_validate(tiny_task_spec):
     assert "i loved every minute" in out or "a joyful ride" in out or "the acting is superb" in out  # seeds shown
 
 
+def test_cli_validate_says_what_a_missing_dev_split_costs(tiny_task_spec):
+    text = tiny_task_spec.read_text()
+    tiny_task_spec.write_text(text.replace("data: {train: train.jsonl, dev: dev.jsonl}", "data: {train: train.jsonl}"))
+    r = runner.invoke(app, ["validate", str(tiny_task_spec)], terminal_width=300)
+    assert r.exit_code == 0, r.output
+    assert "dev          none (a stream's do-no-harm gate cross-validates over the seeds" in r.output
+    assert "data.dev" in r.output
+
+
 def test_cli_generate_against_openai_compatible_server(tiny_task_spec, tmp_path, monkeypatch):
     from streamsynth.testing.mock_server import MockOpenAIServer
 

@@ -395,7 +395,9 @@ def validate(spec: Path = typer.Argument(..., help="Task spec (YAML) to check.")
     con = Console(soft_wrap=True)
     con.print(f"[green]ok[/] [bold]{task.name}[/] ({task.kind}): {task.description}", highlight=False)
     con.print(f"  seeds from   {s['seeds_from']}: {s['seed_rows']} rows, {len(task.seeds)} chosen", highlight=False)
-    con.print("  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else "none"), highlight=False)
+    con.print("  dev          " + (f"{s['dev']}: {s['dev_rows']} rows (feedback while generating)" if s["dev"] else
+                                 "none (a stream's do-no-harm gate cross-validates over the seeds instead, a noisier "
+                                 "judge; labeled rows that are not seeds, as data.dev, make it surer)"), highlight=False)
     con.print("  test         " + (f"{s['test']} (read only by the final evaluation)" if s["test"] else "none"), highlight=False)
     if s.get("empty_rows_skipped"):
         con.print("  skipped      rows with an empty input or output: "
