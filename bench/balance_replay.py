@@ -15,6 +15,9 @@ prefix to keep. The dev-side figure is what the gate saw: the dev (or seed cross
 accuracy of the kept prefix minus that of the seeds alone. The test split is read only to score
 each choice afterwards (the student on the seeds plus the kept prefix, first ``--test-rows`` rows).
 A default is chosen by the dev-side column; the test column says whether that choice held.
+``--label-ratio R ...`` also caps each ranking as ``generate`` does (``LabelBalance``: no label more
+than R times as often as the rarest, seeds counted; 0 leaves it as the stream has it), so every
+(balance, ratio) pair is one choice.
 
 What it cannot tell: another ranking on one task would change what later tasks learned from it;
 the replay keeps every task's candidates as they were.
@@ -36,7 +39,7 @@ from gate_replay import load_specs, ranked_candidates, read_tests, task_folders 
 
 from streamsynth.eval import Embedder, EmbeddingLogRegStudent, example_text  # noqa: E402
 from streamsynth.learn.feedback import GATE_CONFIDENCE_Z, GATE_FRACTIONS, GATE_MIN_GAIN, DevUtility  # noqa: E402
-from streamsynth.quality.select import MMRSelector  # noqa: E402
+from streamsynth.quality.select import LabelBalance, MMRSelector  # noqa: E402
 from streamsynth.records import Provenance, Sample  # noqa: E402
 
 
@@ -46,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", required=True, help="stream work folders holding NN-TASK folders")
     p.add_argument("--seed", type=int, required=True, help="the seed those runs drew their seeds with")
     p.add_argument("--balance", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 1.0], help="MMR balances to try")
+    p.add_argument("--label-ratio", type=float, nargs="+", default=[0.0],
+                   help="after the ranking, keep no label more than R times as often as the rarest, seeds counted "
+                        "(LabelBalance, as generate does); 0: off, the stream's default")
     p.add_argument("--repeats", type=int, default=5, help="seed cross-validation draws (tasks without dev data)")
     p.add_argument("--test-rows", type=int, default=1000)
     p.add_argument("--out", default=None, help="JSON result file (default: print only)")
@@ -53,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [b for b in args.balance if not 0 <= b <= 1]
     if bad:
         p.error(f"--balance values must lie within [0, 1] (1: reward only, 0: diversity only); got {bad}")
+    if any(not (r == 0 or r >= 1) for r in args.label_ratio):
+        p.error(f"--label-ratio values must be 0 (off) or at least 1; got {args.label_ratio}")
     return args
 
 
@@ -83,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         utility = DevUtility(embedder=embedder, seed=args.seed, repeats=args.repeats)
         choices = []
         for b in args.balance:
-            ranked = MMRSelector(balance=b, embedder=embedder).select(candidates, task, seed=0)
-            choice = utility.best_prefix(task, ranked, fractions=GATE_FRACTIONS, min_gain=GATE_MIN_GAIN,
-                                         confidence_z=GATE_CONFIDENCE_Z)
-            choices.append((b, ranked[: choice.keep], choice))
+            mmr = MMRSelector(balance=b, embedder=embedder).select(candidates, task, seed=0)
+            for ratio in args.label_ratio:
+                ranked = LabelBalance(ratio).select(mmr, task, seed=0)  # keeps the ranked order
+                choice = utility.best_prefix(task, ranked, fractions=GATE_FRACTIONS, min_gain=GATE_MIN_GAIN,
+                                             confidence_z=GATE_CONFIDENCE_Z)
+                choices.append(((b, ratio), ranked[: choice.keep], choice))
         tx, ty = tests[task.name]
         seeds_x = [example_text(e.inputs, task.input_fields) for e in task.seeds]
         seeds_y = [e.output for e in task.seeds]
@@ -96,20 +106,22 @@ def main(argv: list[str] | None = None) -> int:
             student = EmbeddingLogRegStudent(embedder).train(
                 seeds_x + [example_text(s.inputs, task.input_fields) for s in kept], seeds_y + [s.output for s in kept])
             row["by_balance"].append({
-                "balance": b, "keep": choice.keep,
+                "balance": b[0], "label_ratio": b[1], "keep": choice.keep,
                 "dev_gain": round(choice.scores.get(choice.keep, choice.seed_only) - choice.seed_only, 4),
                 "test": round(student.evaluate(tx, ty)["accuracy"], 4)})
         rows_out.append(row)
         print(f"{run.name} {task.name} ({row['method']}, {len(candidates)} candidates): " + "; ".join(
-            f"b{c['balance']:g} keep {c['keep']} dev {c['dev_gain']:+.3f} test {c['test']:.3f}" for c in row["by_balance"]),
+            f"b{c['balance']:g} r{c['label_ratio']:g} keep {c['keep']} dev {c['dev_gain']:+.3f} test {c['test']:.3f}"
+            for c in row["by_balance"]),
             flush=True)
     summary = []
-    for i, b in enumerate(args.balance):
+    for i, (b, ratio) in enumerate((b, r) for b in args.balance for r in args.label_ratio):
         cells = [r["by_balance"][i] for r in rows_out]
-        summary.append({"balance": b, "cells": len(cells), "mean_dev_gain": round(mean(c["dev_gain"] for c in cells), 4),
+        summary.append({"balance": b, "label_ratio": ratio, "cells": len(cells),
+                        "mean_dev_gain": round(mean(c["dev_gain"] for c in cells), 4),
                         "mean_test": round(mean(c["test"] for c in cells), 4), "mean_keep": round(mean(c["keep"] for c in cells), 1)})
-        print(f"balance {b:g}: mean dev gain {summary[-1]['mean_dev_gain']:+.4f}, mean test {summary[-1]['mean_test']:.4f}, "
-              f"mean kept {summary[-1]['mean_keep']:.1f} over {len(cells)} task runs")
+        print(f"balance {b:g}, label ratio {ratio:g}: mean dev gain {summary[-1]['mean_dev_gain']:+.4f}, mean test "
+              f"{summary[-1]['mean_test']:.4f}, mean kept {summary[-1]['mean_keep']:.1f} over {len(cells)} task runs")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "balance_replay", "command": " ".join(sys.argv), "seed": args.seed,

@@ -561,3 +561,29 @@ def test_the_stream_command_runs_on_the_fake_backend_and_prints_per_task(stream_
     assert out.count("round 1:") == 2 and "dev utility" in out
     assert "utility credit: best " in out  # the round lines name the parts that the student credited
     assert (tmp_path / "cli" / "stream.json").is_file()
+
+
+def mostly_positive(request) -> str:
+    """Text that carries the asked label, but most 'negative' asks get a reply too short to pass."""
+    last = request.messages[-1].content
+    if "labeled negative" in last and request.sampling_seed % 4:
+        return "ok"
+    return label_true(request)
+
+
+def test_the_kept_set_keeps_no_label_more_than_the_tasks_ratio(stream_file, tmp_path, hash_embedder):
+    # as generate does (generation.max_label_ratio, 1.5, seeds counted): once the rarest label's
+    # samples run out, the rest of the ranked list is one-sided, and the gate must not keep it
+    outcomes, _ = run(stream_file, tmp_path / "run", mostly_positive, hash_embedder, learning=[])
+    for o in outcomes:
+        folder = Path(o.out_dir)
+        rejected = [json.loads(x) for x in (folder / "rejected.jsonl").read_text().splitlines() if x.strip()]
+        capped = [r for r in rejected if r["rejected_reason"].startswith("selection: label balance")]
+        assert capped and {r["output"] for r in capped} == {"positive"}
+        assert "generation.max_label_ratio" in capped[0]["rejected_reason"]
+        # what the gate chose from held at most 1.5x the rarest label's seeds + samples
+        ranked = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines() if x.strip()]
+        ranked += [r for r in rejected if r["rejected_reason"].startswith("utility_gate")]
+        labels = [r.get("label") or r.get("output") for r in ranked]
+        pos, neg = 4 + labels.count("positive"), 4 + labels.count("negative")
+        assert pos <= -(-3 * neg // 2)

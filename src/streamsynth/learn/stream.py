@@ -44,7 +44,7 @@ from streamsynth.learn.reflect import LessonDraft, model_reflection, reflect
 from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.program import GENERATED_KINDS
 from streamsynth.quality.clean import normalize_for_dedup
-from streamsynth.quality.select import KeepAll
+from streamsynth.quality.select import KeepAll, LabelBalance
 from streamsynth.records import Sample
 from streamsynth.runtime.runner import RunResult, RunStats
 from streamsynth.task import Task, load_task
@@ -274,9 +274,9 @@ async def run_learning_task(
     t0 = time.perf_counter()
     emit = on_event or (lambda e: None)
     descriptor = ctx.embedder.encode([descriptor_text(task)])[0]
-    # the rounds keep every accepted sample: the stream balances labels itself (its selector takes
-    # turns over the labels and the dev gate cuts the ranked list), and a sample dropped inside a
-    # round would earn its pattern no reward
+    # the rounds keep every accepted sample: the stream balances labels itself at the end (its
+    # selector takes turns over the labels, the label cap trims the tail, the dev gate cuts the
+    # ranked list), and a sample dropped inside a round would earn its pattern no reward
     start = learning_program(task, embedder=ctx.embedder, selector=KeepAll(), draw=ctx.draw, space=ctx.space)
     program, experience = ctx.learner.fit(start, task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
@@ -332,14 +332,27 @@ async def run_learning_task(
     accepted = with_feedback([s for s in all_samples if s.accepted], list(feedback_all.values()))
     accepted, dups = _dedup(accepted, task.input_fields)
     ranked = ctx.selector.select(accepted, task, seed=seed)
+    over: list[Sample] = []
+    if task.is_classification:
+        # the cap generate applies (generation.max_label_ratio, seeds counted): the selector takes
+        # turns over the labels, but once the rarest runs out the ranked tail is one-sided, and a
+        # gate that keeps it skews the student's label prior
+        balance = LabelBalance(task.generation.max_label_ratio)
+        capped = balance.select(ranked, task, seed=seed)  # in ranked order
+        capped_ids = {s.id for s in capped}
+        over = [s for s in ranked if s.id not in capped_ids]
+        over = [s.reject("selection", why) for s, why in zip(over, balance.explain(over, task, ranked))]
+        ranked = capped
     choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain,
                                      confidence_z=ctx.selection.confidence_z)
     kept = list(ranked[: choice.keep])
     kept_ids = {s.id for s in kept}
-    rejected = [s for s in all_samples if not s.accepted] + dups
+    rejected = [s for s in all_samples if not s.accepted] + dups + over
     gate_reason = (f"dev utility gate: keeping {choice.keep} of {len(ranked)} ranked samples; {choice.reason}")
     rejected += [s.reject("utility_gate", gate_reason) for s in ranked[choice.keep:]]
-    rejected += [s.reject("selection", "not ranked by the selector") for s in accepted if s not in ranked and s.id not in kept_ids]
+    over_ids = {s.id for s in over}
+    rejected += [s.reject("selection", "not ranked by the selector") for s in accepted
+                 if s not in ranked and s.id not in kept_ids and s.id not in over_ids]
     # -- reflect and remember --------------------------------------------------------------------
     reflection = None
     if reflect_calls:
