@@ -587,3 +587,24 @@ def test_the_kept_set_keeps_no_label_more_than_the_tasks_ratio(stream_file, tmp_
         labels = [r.get("label") or r.get("output") for r in ranked]
         pos, neg = 4 + labels.count("positive"), 4 + labels.count("negative")
         assert pos <= -(-3 * neg // 2)
+
+
+def test_a_tasks_manifest_counts_fresh_calls_and_cache_hits_apart(stream_file, tmp_path, hash_embedder):
+    from streamsynth.runtime import ResponseCache
+
+    def once(out):
+        cache = ResponseCache(tmp_path / "cache.sqlite")
+        try:
+            stream = load_stream(stream_file, learning=[])
+            return asyncio.run(arun_stream(stream, out=out, make_backend=lambda a: FakeBackend(label_true), cache=cache,
+                                           embedder=hash_embedder))
+        finally:
+            cache.close()
+
+    for out, fresh in ((tmp_path / "a", True), (tmp_path / "b", False)):  # b: the same prompts, from the cache
+        for o in once(out):
+            usage = json.loads((Path(o.out_dir) / "manifest.json").read_text())["usage"]
+            rounds = [json.loads(m.read_text())["usage"] for m in sorted(Path(o.out_dir).glob("rounds/r*/manifest.json"))]
+            assert usage["queries"] == o.calls == usage["calls"] + usage["cached_calls"]
+            assert usage["calls"] >= sum(r["calls"] for r in rounds) and usage["tokens"] >= sum(r["tokens"] for r in rounds)
+            assert (usage["cached_calls"] == 0) if fresh else (usage["calls"] == 0 and usage["cached_calls"] == o.calls)

@@ -45,7 +45,7 @@ from streamsynth.output.writer import write_run, write_text_atomic
 from streamsynth.program import GENERATED_KINDS
 from streamsynth.quality.clean import normalize_for_dedup
 from streamsynth.quality.select import KeepAll, LabelBalance
-from streamsynth.records import Sample
+from streamsynth.records import Cost, Sample
 from streamsynth.runtime.runner import RunResult, RunStats
 from streamsynth.task import Task, load_task
 
@@ -289,6 +289,8 @@ async def run_learning_task(
     credited: dict[str, float] = {}  # rewards with the patterns' utility credit: what the policy and store see
     credits: list[dict[str, Any]] = []
     calls = 0
+    usage: list[Cost] = []  # what each round (and the reflection) spent
+    generated = 0
     policy_start = dict(program.methods[0].policy)
     for r, b in enumerate(split_budget(budget - reflect_calls, ctx.rounds)):
         round_seed = derive_seed(seed, "round", r)
@@ -301,6 +303,10 @@ async def run_learning_task(
             # task is not done, so nothing is scored, remembered or marked; a rerun resumes the round
             raise asyncio.CancelledError("the stream was interrupted")
         calls += res.stats.queries
+        st = res.stats
+        usage.append(Cost(st.calls, st.cached_calls, st.tokens - st.completion_tokens, st.completion_tokens,
+                          float(report.manifest["usage"].get("dollars") or 0.0)))
+        generated += st.generated_tokens
         new = list(res.accepted) + list(res.rejected)
         scored = list(res.accepted)
         round_rewards: dict[str, list[float]] = {}
@@ -364,6 +370,8 @@ async def run_learning_task(
             text = lambda s: " / ".join(s.inputs.get(f, "") for f in task.input_fields)  # noqa: E731
             reflection = await model_reflection(task, lm, [text(s) for s in by_reward[:3]], [text(s) for s in by_reward[-3:]])
             calls += meter.queries
+            usage.append(meter.cost)
+            generated += meter.generated_tokens
         finally:
             await engine.aclose()
     earned = {s.id: credited.get(s.id, rewards[s.id]) for s in all_samples}  # what each sample's pattern earned
@@ -395,14 +403,17 @@ async def run_learning_task(
         patterns={p: {"n": len(v), "mean_reward": round(_mean(v), 4)} for p, v in sorted(by_pattern.items())},
         wall_s=time.perf_counter() - t0, out_dir=str(out_dir), message=message,
     )
-    stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=calls, calls=calls, cached_calls=0, tokens=0,
-                     completion_tokens=0, budget=budget, elapsed_s=outcome.wall_s)
+    spent = sum(usage, Cost())  # the rounds' and the reflection's: fresh calls and cache hits apart
+    stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=calls, calls=spent.calls,
+                     cached_calls=spent.cached_calls, tokens=spent.tokens, completion_tokens=spent.completion_tokens,
+                     budget=budget, elapsed_s=outcome.wall_s, generated_tokens=generated)
     result = RunResult(task=task, accepted=kept, rejected=rejected, stopped_reason="budget", wall_s=outcome.wall_s,
                        stats=stats, program_state=program.dump_state(), items=len(all_samples))
     from streamsynth.output import build_manifest
 
     manifest = build_manifest(result, config={"model": backend.model_id, "budget": budget, "learning": "stream"},
                               run_fingerprint=fingerprint({"task": task.fingerprint, "seed": seed, "budget": budget}), seed=seed)
+    manifest["usage"]["dollars"] = round(spent.dollars, 6)
     manifest["learning"] = {"experience": experience.summary(), "policy_start": policy_start,
                             "policy_end": program.methods[0].policy, "patterns": outcome.patterns,
                             "utility": outcome.utility, "credit": credits, "message": message, "lessons_written": [x.text for x in lessons]}
