@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--balance", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 1.0], help="MMR balances to try")
     p.add_argument("--label-ratio", type=float, nargs="+", default=[0.0],
                    help="after the ranking, keep no label more than R times as often as the rarest, seeds counted "
-                        "(LabelBalance, as generate does); 0: off, the stream's default")
+                        "(LabelBalance, as generate and the stream do with the task's generation.max_label_ratio); "
+                        "0: off, as the stream was before 2026-12-07")
     p.add_argument("--repeats", type=int, default=5, help="seed cross-validation draws (tasks without dev data)")
     p.add_argument("--test-rows", type=int, default=1000)
     p.add_argument("--out", default=None, help="JSON result file (default: print only)")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     embedder.load()
     rows_out: list[dict[str, Any]] = []
     for run, folder, task in task_folders(args.runs, specs):
-        candidates = as_samples(ranked_candidates(folder, task)[0], task)
+        # with the samples the stream's own label cap took out: the replay ranks and caps them again
+        candidates = as_samples(ranked_candidates(folder, task, also=("selection: label balance",))[0], task)
         utility = DevUtility(embedder=embedder, seed=args.seed, repeats=args.repeats)
         choices = []
         for b in args.balance:

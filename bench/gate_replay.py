@@ -55,17 +55,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def ranked_candidates(folder: Path, task: Any) -> tuple[list[Any], int]:
-    """The gate's ranked input: kept samples, then those it turned away; and how many it kept."""
+def ranked_candidates(folder: Path, task: Any, *, also: tuple[str, ...] = ()) -> tuple[list[Any], int]:
+    """The gate's ranked input: kept samples, then those it turned away; and how many it kept.
+    ``also``: reject reasons (prefixes) whose samples join the end, such as ``"selection: label
+    balance"`` for the samples the label cap took out of the ranking before the gate saw it."""
     kept = read_kept(folder, task)
-    turned_away = []
+    turned_away, more = [], []
     rejected = folder / "rejected.jsonl"
     for line in (rejected.read_text(encoding="utf-8").splitlines() if rejected.is_file() else []):
         if line.strip():
             row = json.loads(line)
-            if str(row.get("rejected_reason") or "").startswith("utility_gate"):
+            reason = str(row.get("rejected_reason") or "")
+            if reason.startswith("utility_gate"):
                 turned_away.append(Sample.from_dict(row))
-    return kept + turned_away, len(kept)
+            elif also and reason.startswith(also):
+                more.append(Sample.from_dict(row))
+    return kept + turned_away + more, len(kept)
 
 
 def load_specs(paths: list[str], seed: int) -> dict[str, Any]:

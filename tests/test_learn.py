@@ -150,6 +150,12 @@ def test_rephrase_asks_to_rewrite_the_last_seed_shown_without_new_attributes(tas
             assert (a.attributes, a.demonstrations) == (b.attributes, b.demonstrations)
             compared += 1
     assert compared >= 3
+    # earlier runs' exemplars may join the demonstrations, but the text to say again is a real seed
+    ex = ExploringStrategy(policy={"tpl=rephrase|shots=3|temp=0.7": (1, 1)},
+                           exemplars={lab: [f"an exemplar of {lab} {k}" for k in range(8)] for lab in task.label_names})
+    lasts = [ex.plan(task, i, 0).demonstrations for i in range(12)]
+    assert any(d.id.startswith("exemplar-") for ds in lasts for d in ds)
+    assert all(not ds[-1].id.startswith("exemplar-") for ds in lasts)
     # a label with no seeds has nothing to rewrite: the plain ask
     bare = type(item)(**{**{f: getattr(item, f) for f in item.__dataclass_fields__}, "demonstrations": ()})
     assert m.messages(bare)[-1].content.startswith("Write one")

@@ -141,5 +141,6 @@ def test_heads_shared_by_prompts_that_join_together_are_prefilled_once_with_the_
     # every prompt token is a block hit or prefilled; the shared heads' own passes are neither a
     # request's hits nor its prefill
     assert BLOCK * stats["block_hits"] + stats["prefilled_tokens"] - stats["head_tokens"] == sum(lengths)
+    assert stats["prefilled_tokens"] < 0.7 * sum(lengths)  # each shared head once, not four times
     one = LocalHFBackend(cache_dir=model_cache_dir, batch_size=1)
     assert texts == [one.complete_sync([r])[0].text for r in reqs]

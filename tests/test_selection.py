@@ -192,3 +192,30 @@ def test_label_balance_refuses_a_ratio_below_one():
     for bad in (0.5, float("inf")):
         with pytest.raises(ConfigError, match="0 .off. or a number of at least 1"):
             LabelBalance(max_ratio=bad)
+
+
+def test_a_label_without_seeds_sets_no_bar_but_is_capped(tiny_task_spec):
+    # seeds.n can leave a label with no seeds; one stray sample of it must not cap the others at two
+    import math
+
+    from streamsynth.task import load_task
+
+    text = tiny_task_spec.read_text().replace(
+        "  - {name: positive, description: the writer likes the film}",
+        "  - {name: positive, description: the writer likes the film}\n  - {name: neutral, description: neither}")
+    tiny_task_spec.write_text(text.replace("seeds: {per_label: 3, seed: 0}", "seeds: {n: 6, seed: 0}"))
+    task = load_task(tiny_task_spec)
+    seeds = {lab: len(task.seeds_for(lab)) for lab in ("positive", "negative", "neutral")}
+    assert seeds["neutral"] == 0 and seeds["positive"] and seeds["negative"]
+    pool = [sample(f"good film {i}", "positive", i=i, reward=0.5) for i in range(4)]
+    pool += [sample(f"bad film {i}", "negative", i=10 + i, reward=0.5) for i in range(4)]
+    stray = sample("so-so film", "neutral", i=30, reward=0.5)
+    # one stray sample of the seedless label: the others keep what they would keep without it
+    alone = ids(LabelBalance(max_ratio=1.5).select(pool, task, seed=0))
+    assert ids(LabelBalance(max_ratio=1.5).select(pool + [stray], task, seed=0)) == alone + ["s30"]
+    assert len(alone) >= 6
+    # many of it: capped at the bar the seeded labels set, its best kept
+    many = [sample(f"so-so film {i}", "neutral", i=20 + i, reward=0.01 * i) for i in range(20)]
+    bar = math.ceil(1.5 * min(seeds[lab] + 4 for lab in ("positive", "negative")))
+    kept = LabelBalance(max_ratio=1.5).select(pool + many, task, seed=0)
+    assert [s.id for s in kept if s.output == "neutral"] == [f"s{20 + i}" for i in range(20 - bar, 20)]

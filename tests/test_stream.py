@@ -581,6 +581,8 @@ def test_the_kept_set_keeps_no_label_more_than_the_tasks_ratio(stream_file, tmp_
         capped = [r for r in rejected if r["rejected_reason"].startswith("selection: label balance")]
         assert capped and {r["output"] for r in capped} == {"positive"}
         assert "generation.max_label_ratio" in capped[0]["rejected_reason"]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["learning"]["label_cap"] == {"max_label_ratio": 1.5, "capped": len(capped)}
         # what the gate chose from held at most 1.5x the rarest label's seeds + samples
         ranked = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines() if x.strip()]
         ranked += [r for r in rejected if r["rejected_reason"].startswith("utility_gate")]

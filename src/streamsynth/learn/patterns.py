@@ -264,7 +264,15 @@ class ExploringStrategy(AttributeConditionedStrategy):
         pool: list[Example] = list(task.seeds_for(label))
         pool += [Example(f"exemplar-{label}-{i}", {task.input_fields[0]: t}, label)
                  for i, t in enumerate(self.exemplars.get(label, ())) if task.kind == "classification"]
-        shots = tuple(rng.sample(pool, min(pattern.shots, len(pool))))
+        seeds = task.seeds_for(label)
+        if pattern.template in REWRITE_TEMPLATES and seeds and pattern.shots:
+            # the text to say again, shown last, is a real seed (an exemplar is synthetic, and no
+            # check knows it to catch a copy); the other shots are drawn as for any template
+            source = rng.choice(seeds)
+            rest = [e for e in pool if e is not source]
+            shots = tuple(rng.sample(rest, min(pattern.shots - 1, len(rest)))) + (source,)
+        else:
+            shots = tuple(rng.sample(pool, min(pattern.shots, len(pool))))
         base = self._params(task)
         params = replace(base, temperature=pattern.temperature)
         return Item(

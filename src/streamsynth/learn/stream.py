@@ -275,8 +275,8 @@ async def run_learning_task(
     emit = on_event or (lambda e: None)
     descriptor = ctx.embedder.encode([descriptor_text(task)])[0]
     # the rounds keep every accepted sample: the stream balances labels itself at the end (its
-    # selector takes turns over the labels, the label cap trims the tail, the dev gate cuts the
-    # ranked list), and a sample dropped inside a round would earn its pattern no reward
+    # selector takes turns over the labels, the label cap trims the most frequent, the dev gate
+    # cuts the ranked list), and a sample dropped inside a round would earn its pattern no reward
     start = learning_program(task, embedder=ctx.embedder, selector=KeepAll(), draw=ctx.draw, space=ctx.space)
     program, experience = ctx.learner.fit(start, task, descriptor=descriptor, now=now)
     emit({"event": "experience", "task": task.name, **experience.summary()})
@@ -304,8 +304,7 @@ async def run_learning_task(
             raise asyncio.CancelledError("the stream was interrupted")
         calls += res.stats.queries
         st = res.stats
-        usage.append(Cost(st.calls, st.cached_calls, st.tokens - st.completion_tokens, st.completion_tokens,
-                          float(report.manifest["usage"].get("dollars") or 0.0)))
+        usage.append(Cost(st.calls, st.cached_calls, st.tokens - st.completion_tokens, st.completion_tokens))
         generated += st.generated_tokens
         new = list(res.accepted) + list(res.rejected)
         scored = list(res.accepted)
@@ -339,10 +338,10 @@ async def run_learning_task(
     accepted, dups = _dedup(accepted, task.input_fields)
     ranked = ctx.selector.select(accepted, task, seed=seed)
     over: list[Sample] = []
-    if task.is_classification:
-        # the cap generate applies (generation.max_label_ratio, seeds counted): the selector takes
-        # turns over the labels, but once the rarest runs out the ranked tail is one-sided, and a
-        # gate that keeps it skews the student's label prior
+    if task.kind == "classification":
+        # the cap generate applies (generation.max_label_ratio, seeds counted; each label keeps its
+        # best-rewarded, in ranked order): the selector takes turns over the labels, but once the
+        # rarest runs out the ranking is one-sided, and a gate that keeps it skews the student's prior
         balance = LabelBalance(task.generation.max_label_ratio)
         capped = balance.select(ranked, task, seed=seed)  # in ranked order
         capped_ids = {s.id for s in capped}
@@ -403,7 +402,7 @@ async def run_learning_task(
         patterns={p: {"n": len(v), "mean_reward": round(_mean(v), 4)} for p, v in sorted(by_pattern.items())},
         wall_s=time.perf_counter() - t0, out_dir=str(out_dir), message=message,
     )
-    spent = sum(usage, Cost())  # the rounds' and the reflection's: fresh calls and cache hits apart
+    spent = sum(usage, Cost())  # the rounds' and the reflection's: fresh calls and cache hits apart (no prices: no dollars)
     stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=calls, calls=spent.calls,
                      cached_calls=spent.cached_calls, tokens=spent.tokens, completion_tokens=spent.completion_tokens,
                      budget=budget, elapsed_s=outcome.wall_s, generated_tokens=generated)
@@ -413,10 +412,12 @@ async def run_learning_task(
 
     manifest = build_manifest(result, config={"model": backend.model_id, "budget": budget, "learning": "stream"},
                               run_fingerprint=fingerprint({"task": task.fingerprint, "seed": seed, "budget": budget}), seed=seed)
-    manifest["usage"]["dollars"] = round(spent.dollars, 6)
+    label_cap = ({"max_label_ratio": task.generation.max_label_ratio, "capped": len(over)}
+                 if task.kind == "classification" else None)
     manifest["learning"] = {"experience": experience.summary(), "policy_start": policy_start,
                             "policy_end": program.methods[0].policy, "patterns": outcome.patterns,
-                            "utility": outcome.utility, "credit": credits, "message": message, "lessons_written": [x.text for x in lessons]}
+                            "utility": outcome.utility, "credit": credits, "label_cap": label_cap,
+                            "message": message, "lessons_written": [x.text for x in lessons]}
     write_run(out_dir, result, manifest)
     emit({"event": "task_done", **outcome.to_dict()})
     extras = {"rounds": rounds, "kept": kept, "rewards": rewards, "all": all_samples}

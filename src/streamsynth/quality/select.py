@@ -62,7 +62,9 @@ class LabelBalance(Stateful):
     total) - its seeds`` samples, the ones with the best :func:`sample_quality` (ties: sample
     order); the kept stay in sample order. Counting the seeds keeps one stray sample of a rare
     label from cutting every other label to two, and lets a label with no sample at all cap the
-    others by its seeds. ``max_ratio=0`` keeps everything. Only classification tasks are balanced.
+    others by its seeds; a label with no seeds sets no bar (one stray sample of it would cap every
+    other label near nothing) but is capped like the others. ``max_ratio=0`` keeps everything. Only
+    classification tasks are balanced.
     """
 
     name = "label_balance"
@@ -78,7 +80,9 @@ class LabelBalance(Stateful):
             return None
         seeds = Counter(e.output for e in task.seeds)
         totals = {lab: seeds[lab] + counts.get(lab, 0) for lab in task.label_names}
-        live = {lab: n for lab, n in totals.items() if n}
+        # the labels with seeds set the bar: one stray sample of a label without seeds would otherwise
+        # be the rarest and cap every other label near nothing (a label without seeds is capped too)
+        live = {lab: n for lab, n in totals.items() if seeds[lab]} or {lab: n for lab, n in totals.items() if n}
         if not live:
             return None
         rarest = min(live, key=lambda lab: (live[lab], lab))
