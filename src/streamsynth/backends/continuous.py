@@ -273,17 +273,16 @@ class ContinuousBatcher:
                 self.stats["head_tokens"] += len(suf)
         past = None
         if P > 0:
-            pieces = chains
-            ref = next(p for p in pieces if p)[0]
+            ref = next(c for c in chains if c)[0]
             data = []
             for li in range(len(ref)):
                 k0, v0 = ref[li]
                 K = k0.new_zeros((n, k0.shape[1], P, k0.shape[3]))
                 V = v0.new_zeros((n, v0.shape[1], P, v0.shape[3]))
-                for i, row_pieces in enumerate(pieces):
+                for i, chain in enumerate(chains):
                     at = P - rows[i].cached_len
-                    for piece in row_pieces:
-                        k, v = piece[li]
+                    for block in chain:
+                        k, v = block[li]
                         K[i, :, at : at + k.shape[2]] = k[0]
                         V[i, :, at : at + v.shape[2]] = v[0]
                         at += k.shape[2]

@@ -261,10 +261,10 @@ class ExploringStrategy(AttributeConditionedStrategy):
         chosen = {name: rng.choice(values) for name, values in sorted(attrs.items())}
         if pattern.template in REWRITE_TEMPLATES:
             chosen = {}  # drawn all the same, so no other item's draw moves
-        pool: list[Example] = list(task.seeds_for(label))
+        seeds = task.seeds_for(label)
+        pool: list[Example] = list(seeds)
         pool += [Example(f"exemplar-{label}-{i}", {task.input_fields[0]: t}, label)
                  for i, t in enumerate(self.exemplars.get(label, ())) if task.kind == "classification"]
-        seeds = task.seeds_for(label)
         if pattern.template in REWRITE_TEMPLATES and seeds and pattern.shots:
             # the text to say again, shown last, is a real seed (an exemplar is synthetic, and no
             # check knows it to catch a copy); the other shots are drawn as for any template

@@ -288,8 +288,7 @@ async def run_learning_task(
     feedback_all: dict[str, Any] = {}
     credited: dict[str, float] = {}  # rewards with the patterns' utility credit: what the policy and store see
     credits: list[dict[str, Any]] = []
-    calls = 0
-    usage: list[Cost] = []  # what each round (and the reflection) spent
+    usage: list[Cost] = []  # what each round (and the reflection) spent: queries are its calls and cache hits
     generated = 0
     policy_start = dict(program.methods[0].policy)
     for r, b in enumerate(split_budget(budget - reflect_calls, ctx.rounds)):
@@ -302,7 +301,6 @@ async def run_learning_task(
             # the engine turned a cancellation (Ctrl-C) into a stop and kept the round's journal: the
             # task is not done, so nothing is scored, remembered or marked; a rerun resumes the round
             raise asyncio.CancelledError("the stream was interrupted")
-        calls += res.stats.queries
         st = res.stats
         usage.append(Cost(st.calls, st.cached_calls, st.tokens - st.completion_tokens, st.completion_tokens))
         generated += st.generated_tokens
@@ -337,27 +335,15 @@ async def run_learning_task(
     accepted = with_feedback([s for s in all_samples if s.accepted], list(feedback_all.values()))
     accepted, dups = _dedup(accepted, task.input_fields)
     ranked = ctx.selector.select(accepted, task, seed=seed)
-    over: list[Sample] = []
-    if task.kind == "classification":
-        # the cap generate applies (generation.max_label_ratio, seeds counted; each label keeps its
-        # best-rewarded, in ranked order): the selector takes turns over the labels, but once the
-        # rarest runs out the ranking is one-sided, and a gate that keeps it skews the student's prior
-        balance = LabelBalance(task.generation.max_label_ratio)
-        capped = balance.select(ranked, task, seed=seed)  # in ranked order
-        capped_ids = {s.id for s in capped}
-        over = [s for s in ranked if s.id not in capped_ids]
-        over = [s.reject("selection", why) for s, why in zip(over, balance.explain(over, task, ranked))]
-        ranked = capped
+    ranked_ids = {s.id for s in ranked}
+    unranked = [s.reject("selection", "not ranked by the selector") for s in accepted if s.id not in ranked_ids]
+    ranked, over = _cap_labels(ranked, task, seed)
     choice = ctx.utility.best_prefix(task, ranked, fractions=tuple(ctx.selection.fractions), min_gain=ctx.selection.min_gain,
                                      confidence_z=ctx.selection.confidence_z)
     kept = list(ranked[: choice.keep])
-    kept_ids = {s.id for s in kept}
-    rejected = [s for s in all_samples if not s.accepted] + dups + over
+    rejected = [s for s in all_samples if not s.accepted] + dups + unranked + over
     gate_reason = (f"dev utility gate: keeping {choice.keep} of {len(ranked)} ranked samples; {choice.reason}")
     rejected += [s.reject("utility_gate", gate_reason) for s in ranked[choice.keep:]]
-    over_ids = {s.id for s in over}
-    rejected += [s.reject("selection", "not ranked by the selector") for s in accepted
-                 if s not in ranked and s.id not in kept_ids and s.id not in over_ids]
     # -- reflect and remember --------------------------------------------------------------------
     reflection = None
     if reflect_calls:
@@ -368,7 +354,6 @@ async def run_learning_task(
             by_reward = sorted((s for s in all_samples if s.accepted), key=lambda s: (-rewards[s.id], s.id))
             text = lambda s: " / ".join(s.inputs.get(f, "") for f in task.input_fields)  # noqa: E731
             reflection = await model_reflection(task, lm, [text(s) for s in by_reward[:3]], [text(s) for s in by_reward[-3:]])
-            calls += meter.queries
             usage.append(meter.cost)
             generated += meter.generated_tokens
         finally:
@@ -386,12 +371,13 @@ async def run_learning_task(
     for s in all_samples:
         by_pattern.setdefault(s.provenance.pattern, []).append(earned[s.id])
     helped = choice.keep > 0
+    spent = sum(usage, Cost())  # fresh calls and cache hits apart (no prices are given: no dollars)
     message = (f"kept {choice.keep} synthetic samples: they raised dev utility from {choice.seed_only:.3f} to "
                f"{choice.scores.get(choice.keep, choice.seed_only):.3f}" if helped else
                f"kept no synthetic samples: none of the candidate sets beat the seeds alone on dev data "
                f"({choice.seed_only:.3f}); {choice.reason}")
     outcome = TaskOutcome(
-        task=task.name, position=position, calls=calls, samples=len(all_samples), kept=len(kept),
+        task=task.name, position=position, calls=spent.calls + spent.cached_calls, samples=len(all_samples), kept=len(kept),
         mean_reward=_mean([rewards.get(s.id, 0.0) for s in all_samples]),
         mean_label=_mean([parts[s.id]["label"] for s in kept if s.id in parts]),
         mean_quality=_mean([parts[s.id]["quality"] for s in kept if s.id in parts]),
@@ -402,8 +388,7 @@ async def run_learning_task(
         patterns={p: {"n": len(v), "mean_reward": round(_mean(v), 4)} for p, v in sorted(by_pattern.items())},
         wall_s=time.perf_counter() - t0, out_dir=str(out_dir), message=message,
     )
-    spent = sum(usage, Cost())  # the rounds' and the reflection's: fresh calls and cache hits apart (no prices: no dollars)
-    stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=calls, calls=spent.calls,
+    stats = RunStats(accepted=len(kept), rejected=len(rejected), queries=outcome.calls, calls=spent.calls,
                      cached_calls=spent.cached_calls, tokens=spent.tokens, completion_tokens=spent.completion_tokens,
                      budget=budget, elapsed_s=outcome.wall_s, generated_tokens=generated)
     result = RunResult(task=task, accepted=kept, rejected=rejected, stopped_reason="budget", wall_s=outcome.wall_s,
@@ -422,6 +407,20 @@ async def run_learning_task(
     emit({"event": "task_done", **outcome.to_dict()})
     extras = {"rounds": rounds, "kept": kept, "rewards": rewards, "all": all_samples}
     return outcome, extras
+
+
+def _cap_labels(ranked: list[Sample], task: Task, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """``ranked`` capped as generate caps its data set (``generation.max_label_ratio``, seeds counted;
+    each label keeps its best-rewarded, in ranked order), and the samples the cap took out, rejected
+    with its reason. The selector takes turns over the labels, but once the rarest runs out the
+    ranking is one-sided, and a gate that keeps it skews the student's prior. Classification only."""
+    if task.kind != "classification":
+        return ranked, []
+    balance = LabelBalance(task.generation.max_label_ratio)
+    capped = balance.select(ranked, task, seed=seed)
+    capped_ids = {s.id for s in capped}
+    over = [s for s in ranked if s.id not in capped_ids]
+    return capped, [s.reject("selection", why) for s, why in zip(over, balance.explain(over, task, ranked))]
 
 
 def _progress_path(out: Path) -> Path:

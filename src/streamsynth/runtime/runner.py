@@ -324,9 +324,8 @@ async def _synthesize(
     async def run_item(item: Item, method: Any) -> tuple[Item, list[Sample], ItemLM]:
         lm = ItemLM(engine, index=item.index, seed=item.seed, max_calls=item.max_calls)
         samples = await method.run(item, lm)
-        ids = [s.id for s in samples]
-        if len(set(ids)) < len(ids):  # the checks and the journal tell samples apart by id
-            twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = sorted(i for i, n in Counter(s.id for s in samples).items() if n > 1)
+        if twice:  # the checks and the journal tell samples apart by id
             raise ConfigError(f"method {item.method!r} wrote several samples with the id {twice[0]!r} for item "
                               f"{item.index}; give each sample of an item its own number (new_sample(..., k=1), k=2, ...)")
         return item, samples, lm
