@@ -265,6 +265,8 @@ def test_bad_stream_files_give_clear_errors(tmp_path):
     for bad, where in (("credit: {weight: -1}", "credit.weight"), ("credit: {wieght: 1}", "credit.wieght"),
                        ("credit: {weight: .inf}", "credit.weight"), ("credit: {max_shift: 3}", "credit.max_shift"),
                        ("credit: {shrink: -2}", "credit.shrink"),
+                       ("selection: {fractions: [0, 1.5]}", "selection.fractions"),
+                       ("selection: {fractions: []}", "selection.fractions"),
                        ("reward: {label: 0, quality: 0, diversity: 0}", "reward: .*all 0")):
         f.write_text(f"tasks: [s.yaml]\n{bad}\n")
         with pytest.raises(SpecError, match=where):
@@ -391,6 +393,16 @@ def test_a_task_of_a_kind_the_stream_cannot_learn_over_is_refused_before_anythin
     with pytest.raises(ConfigError, match=r"sums.yaml: task 'sums' is of kind 'qa'.*remove it") as err:
         run(stream_file, tmp_path / "run", label_true, hash_embedder)
     assert len(str(err.value)) < 300 and not (tmp_path / "run").exists()  # nothing ran, nothing written
+
+
+def test_weights_learning_over_a_pair_task_is_refused_before_anything_runs(stream_file, tmp_path, hash_embedder):
+    snli = Path(__file__).resolve().parents[1] / "examples" / "snli.yaml"
+    stream_file.write_text(stream_file.read_text().replace("[films.yaml, books.yaml]", f"[films.yaml, '{snli}']"))
+    with pytest.raises(ConfigError, match=r"snli.yaml: task 'snli' is of kind 'pair_classification'.*remove 'weights'"):
+        run(stream_file, tmp_path / "run", label_true, hash_embedder, learning=["explicit", "weights"])
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing written
+    outcomes, _ = run(stream_file, tmp_path / "run2", label_true, hash_embedder, learning=["explicit"])
+    assert [o.task for o in outcomes] == ["films", "snli"]  # explicit learning takes a pair task
 
 
 def test_the_example_stream_loads():

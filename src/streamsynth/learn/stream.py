@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -71,7 +71,8 @@ class RewardSpec(_Strict):
 class SelectionSpec(_Strict):
     balance: float = Field(0.7, ge=0, le=1, description="1: reward only; 0: diversity only")
     min_gain: float = Field(GATE_MIN_GAIN, ge=0, description="dev accuracy the synthetic set must add over seeds alone")
-    fractions: list[float] = Field(list(GATE_FRACTIONS))
+    fractions: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        list(GATE_FRACTIONS), min_length=1, description="prefixes of the ranked candidates the gate tries (0: seeds alone)")
     confidence_z: float = Field(GATE_CONFIDENCE_Z, ge=0, description="the gain must also exceed this many standard errors")
     cv_repeats: int = Field(5, ge=1, le=50, description="without a dev split: repeats of the seed cross-validation")
 
@@ -529,6 +530,11 @@ async def arun_stream(
                               f"{' and '.join(GENERATED_KINDS)} tasks only (this version generates no other kind): "
                               "remove it from the stream file's tasks")
         checker.check(task)
+        if "weights" in spec.learning and task.kind != "classification":
+            # the adapter learns single-text completions (its targets and the GRPO reward read one field)
+            raise ConfigError(f"{path}: task {task.name!r} is of kind {task.kind!r}; 'weights' learning trains on "
+                              "single-text classification tasks only: remove 'weights' from learning, or the task "
+                              "from the stream file's tasks")
     if "weights" in spec.learning:
         from streamsynth.learn.weights import require_extra
 
