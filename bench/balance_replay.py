@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         seeds_y = [e.output for e in task.seeds]
         row: dict[str, Any] = {"run": str(run), "task": task.name, "method": "dev" if task.dev else "cv",
                                "candidates": len(candidates), "by_balance": []}
-        for b, kept, choice in choices:
+        for (b, ratio), kept, choice in choices:
             student = EmbeddingLogRegStudent(embedder).train(
                 seeds_x + [example_text(s.inputs, task.input_fields) for s in kept], seeds_y + [s.output for s in kept])
             row["by_balance"].append({
-                "balance": b[0], "label_ratio": b[1], "keep": choice.keep,
+                "balance": b, "label_ratio": ratio, "keep": choice.keep,
                 "dev_gain": round(choice.scores.get(choice.keep, choice.seed_only) - choice.seed_only, 4),
                 "test": round(student.evaluate(tx, ty)["accuracy"], 4)})
         rows_out.append(row)
